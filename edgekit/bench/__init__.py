@@ -1,0 +1,1 @@
+"""Benchmark harness: metrics, runners, suites, recommendation and reports."""

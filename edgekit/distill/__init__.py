@@ -1,0 +1,1 @@
+"""Distillation: teacher -> student (losses, top-K cache, trainer, monitor)."""

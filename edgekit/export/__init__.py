@@ -1,0 +1,1 @@
+"""Export to GGUF and ONNX, quantization, importance matrices and the verification gate."""

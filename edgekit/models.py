@@ -1,0 +1,186 @@
+"""Load teachers and students, and build tiny models for tests.
+
+Security by default: weights load from safetensors only (``use_safetensors=True``), and remote code
+runs only when the caller asks for it with ``trust_remote_code=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.errors import InputError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# Decoder families every stage supports, as named by the HF config's ``model_type``.
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+
+def _is_local(name_or_path: str | Path) -> bool:
+    text = str(name_or_path)
+    return Path(text).exists() or text.startswith((".", "/", "~")) or (os.sep in text and text.count("/") > 1)
+
+
+def _describe_load_failure(name_or_path: str | Path, exc: Exception) -> str:
+    """Turn transformers' long exceptions into one line a user can act on."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if _is_local(name_or_path):
+        return f"cannot load model folder ({text})"
+    if any(word in text.lower() for word in ("connect", "offline", "resolve", "network", "couldn't")):
+        return (
+            "is not a local folder and the Hugging Face Hub cannot be reached; download it elsewhere "
+            "and pass the local folder path instead"
+        )
+    return f"cannot load from the Hugging Face Hub ({text})"
+
+
+def load_config(name_or_path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The model's HF config, without loading any weights."""
+    from transformers import AutoConfig
+
+    if _is_local(name_or_path) and not Path(name_or_path).expanduser().exists():
+        raise InputError(name_or_path, "folder not found")
+    try:
+        return AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises OSError/ValueError/EnvironmentError variants
+        raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
+
+
+def check_architecture(config: Any, source: str | Path) -> str:
+    """Return the config's model_type, or raise naming the supported ones."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"{source}: architecture {model_type!r} is not supported; supported: "
+            + ", ".join(SUPPORTED_ARCHITECTURES)
+        )
+    return model_type
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load a causal LM (safetensors only) in eval mode. ``dtype`` defaults to float32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if _is_local(name_or_path) and not Path(name_or_path).expanduser().exists():
+        raise InputError(name_or_path, "folder not found")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(name_or_path),
+            dtype=dtype or torch.float32,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except Exception as exc:
+        raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
+    return model.to(device).eval()
+
+
+def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load the model's (fast) tokenizer."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, folder: str | Path) -> Path:
+    """``save_pretrained`` model (safetensors) and tokenizer into ``folder`` atomically."""
+    from edgekit.fileio import atomic_path
+
+    with atomic_path(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(folder)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of distinct weights (tied tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Shape of a tiny test model. Defaults make every 2-D weight row a multiple of 256 (K-quants)."""
+
+    arch: str = "llama"  # llama | mistral | qwen2
+    vocab_size: int = 512
+    hidden_size: int = 256
+    intermediate_size: int = 512
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_position_embeddings: int = 512
+    tie_word_embeddings: bool = False
+    rope_theta: float = 10000.0
+    seed: int = 0
+
+
+def tiny_config(spec: TinySpec) -> Any:
+    """A HF config of the requested family and shape."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    classes = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
+    if spec.arch not in classes:
+        raise UnsupportedModelError(f"tiny arch {spec.arch!r}; choose one of {', '.join(classes)}")
+    kwargs: dict[str, Any] = dict(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        rope_theta=spec.rope_theta,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    if spec.arch == "mistral":
+        kwargs["sliding_window"] = None
+    if spec.arch == "qwen2":
+        kwargs["use_sliding_window"] = False
+    return classes[spec.arch](**kwargs)
+
+
+def tiny_model(spec: TinySpec | None = None, **overrides: Any) -> PreTrainedModel:
+    """A random-initialised model in seconds (deterministic for a given seed).
+
+    Weights are scaled up from HF's 0.02 init so logits are far from uniform and comparisons
+    (KL, top-1) between an export and PyTorch are meaningful.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = TinySpec(**{**(spec or TinySpec()).__dict__, **overrides})
+    torch.manual_seed(spec.seed)
+    config = tiny_config(spec)
+    config.initializer_range = 0.08
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if spec.arch == "qwen2":  # give q/k/v biases values, so exporters that drop them are caught
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(0.0, 0.05)
+    return model.eval()

@@ -1,0 +1,1 @@
+"""Structured pruning: importance scores, surgery on HF models, plans."""

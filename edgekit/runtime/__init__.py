@@ -1,0 +1,1 @@
+"""Run exported models through one API: ``edgekit.load(path) -> EdgeModel``."""

@@ -1,0 +1,189 @@
+"""Target device profiles: the schema, loading, listing and validation.
+
+A profile is a TOML file (``targets/*.toml`` or any path). Unknown keys are errors, and every
+problem in a file is reported at once, each naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgekit.errors import ConfigError, InputError, Problem
+from edgekit.formats import LEVELS, levels_for
+
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hardware(_Strict):
+    """What the device is; figures are cited in each profile's comments."""
+
+    device: str
+    memory_gb: Positive  # total RAM (or unified memory), GB
+    memory_bandwidth_gbs: Positive  # peak DRAM bandwidth, GB/s
+    cpu: str
+    cpu_cores: PositiveInt
+    accelerator: Literal["none", "cuda", "gpu", "npu"] = "none"
+    cuda_arch: str | None = None  # e.g. "sm_87"
+
+
+class Budget(_Strict):
+    """What the model may use and must achieve on the device."""
+
+    memory_mb: Positive  # weights + KV cache + runtime overhead, MiB
+    min_decode_tokens_per_s: Annotated[float, Field(ge=0)] = 0.0
+    context_length: PositiveInt = 2048  # tokens of KV cache to plan for
+
+
+class ExportSettings(_Strict):
+    """Which formats to produce and the quantization ladder to walk (smallest first)."""
+
+    formats: Annotated[list[Literal["gguf", "onnx"]], Field(min_length=1)]
+    gguf_ladder: list[str] = ["Q4_K_M", "Q5_K_M", "Q8_0"]
+    onnx_ladder: list[str] = ["int4", "int8"]
+    imatrix: bool = True  # compute an importance matrix for K-quants
+    keep_output_tensor: str | None = None  # e.g. "Q8_0": quantize output/embeddings no lower than this
+
+    @field_validator("gguf_ladder", "onnx_ladder")
+    @classmethod
+    def _known_levels(cls, value: list[str], info) -> list[str]:
+        fmt = "gguf" if info.field_name == "gguf_ladder" else "onnx"
+        known = levels_for(fmt)
+        bad = [v for v in value if v not in known]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} not a {fmt} level; choose from {', '.join(known)}")
+        return value
+
+
+class RuntimeSettings(_Strict):
+    """How backends run on the device."""
+
+    threads: PositiveInt
+    gpu_layers: Annotated[int, Field(ge=0)] = 0  # llama.cpp layers offloaded to the GPU
+    onnx_execution_provider: Literal[
+        "CPUExecutionProvider",
+        "CUDAExecutionProvider",
+        "TensorrtExecutionProvider",
+        "XnnpackExecutionProvider",
+    ] = "CPUExecutionProvider"
+
+
+class Threshold(_Strict):
+    max_mean_kl: Annotated[float, Field(ge=0)]  # nats per token vs the fp32 PyTorch model
+    min_top1: Annotated[float, Field(ge=0, le=1)]
+
+
+class VerifySettings(_Strict):
+    """Verification gate; levels not listed use ``edgekit.formats`` defaults."""
+
+    heldout_tokens: PositiveInt = 1024
+    thresholds: dict[str, Threshold] = {}
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known(cls, value: dict[str, Threshold]) -> dict[str, Threshold]:
+        bad = [k for k in value if k not in LEVELS]
+        if bad:
+            raise ValueError(f"unknown level(s) {', '.join(bad)}; known: {', '.join(LEVELS)}")
+        return value
+
+    def threshold(self, level: str) -> Threshold:
+        if level in self.thresholds:
+            return self.thresholds[level]
+        q = LEVELS[level]
+        return Threshold(max_mean_kl=q.max_mean_kl, min_top1=q.min_top1)
+
+
+class BenchSettings(_Strict):
+    prompt_lengths: list[PositiveInt] = [128, 512]
+    new_tokens: PositiveInt = 128
+    repeats: PositiveInt = 5
+    warmup: Annotated[int, Field(ge=0)] = 1
+
+
+class TargetProfile(_Strict):
+    name: str
+    description: str = ""
+    hardware: Hardware
+    budget: Budget
+    export: ExportSettings
+    runtime: RuntimeSettings
+    verify: VerifySettings = VerifySettings()
+    bench: BenchSettings = BenchSettings()
+    source: str = Field(default="", exclude=True)  # the file it came from
+
+    @model_validator(mode="after")
+    def _threads_fit(self) -> TargetProfile:
+        if self.runtime.threads > self.hardware.cpu_cores:
+            raise ValueError(f"runtime.threads ({self.runtime.threads}) exceeds hardware.cpu_cores")
+        return self
+
+    def ladder(self, fmt: str) -> list[str]:
+        """The quantization ladder for a format (empty when the format is not exported)."""
+        if fmt not in self.export.formats:
+            return []
+        return list(self.export.gguf_ladder if fmt == "gguf" else self.export.onnx_ladder)
+
+
+def targets_dir() -> Path:
+    """Where shipped profiles live: $EDGEKIT_TARGETS_DIR, else the repository's targets/."""
+    env = os.environ.get("EDGEKIT_TARGETS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "targets"
+
+
+def list_targets() -> list[str]:
+    """Names of the shipped profiles, sorted."""
+    return sorted(p.stem for p in targets_dir().glob("*.toml"))
+
+
+def resolve_target_path(name_or_path: str | Path) -> Path:
+    """A profile name ("raspberry-pi-5") or a path to a TOML file -> the file's path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise InputError(path, "target profile file not found")
+        return path
+    candidate = targets_dir() / f"{name_or_path}.toml"
+    if not candidate.is_file():
+        raise InputError(name_or_path, f"no such target; shipped targets: {', '.join(list_targets())}")
+    return candidate
+
+
+def _problems(source: str, exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        problems.append(Problem(source, key, message))
+    return problems
+
+
+def parse_target(data: dict, source: str) -> TargetProfile:
+    """Validate a profile's data, raising one ``ConfigError`` that lists every problem."""
+    try:
+        return TargetProfile.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(_problems(source, exc)) from None
+
+
+def load_target(name_or_path: str | Path) -> TargetProfile:
+    """Load and validate a target profile by name or path."""
+    path = resolve_target_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(str(path), "", f"not valid TOML ({exc})")]) from None
+    return parse_target(data, str(path))
