@@ -65,9 +65,7 @@ def load_texts(path: str | Path) -> list[str]:
     if not path.exists():
         raise InputError(path, "file not found")
     if path.is_dir():
-        return [
-            doc for p in sorted(path.glob("*")) if p.suffix in (".txt", ".jsonl") for doc in load_texts(p)
-        ]
+        return [doc for p in sorted(path.glob("*")) if p.suffix in (".txt", ".jsonl") for doc in load_texts(p)]
     if path.suffix == ".jsonl":
         docs = []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -56,8 +56,7 @@ def check_architecture(config: Any, source: str | Path) -> str:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedModelError(
-            f"{source}: architecture {model_type!r} is not supported; supported: "
-            + ", ".join(SUPPORTED_ARCHITECTURES)
+            f"{source}: architecture {model_type!r} is not supported; supported: " + ", ".join(SUPPORTED_ARCHITECTURES)
         )
     return model_type
 

@@ -33,9 +33,7 @@ def detect_format(path: str | Path) -> str:
         return "onnx"
     if (path / "config.json").is_file():
         return "hf"
-    raise InputError(
-        path, "folder holds no manifest.json, *.onnx or config.json: not a model edgekit can load"
-    )
+    raise InputError(path, "folder holds no manifest.json, *.onnx or config.json: not a model edgekit can load")
 
 
 def open_backend(path: str | Path, backend: str = "auto", **options: Any) -> Backend:
