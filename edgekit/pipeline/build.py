@@ -50,14 +50,10 @@ def build(
     plan = stages.export_plan(profile, config.export)
     preflight.check_backends([fmt for fmt, levels in plan.items() if levels])
     round_to = config.prune.round_to or (256 if any(LEVELS[q].k_quant for q in plan.get("gguf", [])) else 1)
-    if source != "demo":
-        teacher_config = load_config(source, trust_remote_code=config.teacher.trust_remote_code)
-        student_config = preflight.predicted_student_config(teacher_config, config, round_to)
-        preflight.check_fits(student_config, profile, source)
+    teacher_config = _teacher_config(source, config.teacher.trust_remote_code)
+    student_config = preflight.predicted_student_config(teacher_config, config, round_to)
+    preflight.check_fits(student_config, profile, source)
     ref = resolve_teacher(source, config.teacher.trust_remote_code, progress=progress)
-    if source == "demo":
-        student_config = preflight.predicted_student_config(load_config(ref.path), config, round_to)
-        preflight.check_fits(student_config, profile, source)
     out = Path(out)
     work = Path(workdir) if workdir else out / ".work" / ref.name
     preflight.check_disk(work, _param_estimate(ref.path), sum(len(v) for v in plan.values()))
@@ -81,6 +77,15 @@ def build(
         bundle = _run_stages(runner, ref, profile, config, plan, round_to, out, progress)
         bar.update(task, completed=len(STAGES), description="done")
     return bundle
+
+
+def _teacher_config(source: str, trust_remote_code: bool):
+    """The teacher's config without loading weights (or training the demo teacher)."""
+    if source == "demo":
+        from edgekit.demo import demo_config
+
+        return demo_config()
+    return load_config(source, trust_remote_code=trust_remote_code)
 
 
 def _param_estimate(path: str) -> int:
@@ -161,7 +166,8 @@ def _run_stages(
             ),
         )
         bench_dir, recommendation = b.path, b.summary["recommendation"]
-    runner.on_stage and runner.on_stage("bundle", "run")
+    if runner.on_stage is not None:
+        runner.on_stage("bundle", "run")
     manifest = _manifest(runner, ref, profile, model_path, passed, v.summary["reports"], recommendation)
     bundle = write_bundle(
         out / profile.name / ref.name,
