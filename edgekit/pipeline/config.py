@@ -10,9 +10,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit.errors import ConfigError, InputError, Problem
+from edgekit.formats import levels_for
 
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -71,6 +72,15 @@ class ExportSection(_Strict):
     imatrix: bool | None = None  # None: the target's setting
     calibration_sequences: PositiveInt = 16
 
+    @field_validator("gguf_levels", "onnx_levels")
+    @classmethod
+    def _known_levels(cls, value: list[str] | None, info) -> list[str] | None:
+        fmt = "gguf" if info.field_name == "gguf_levels" else "onnx"
+        bad = [v for v in value or [] if v not in levels_for(fmt)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} not a {fmt} level; choose from {', '.join(levels_for(fmt))}")
+        return value
+
 
 class VerifySection(_Strict):
     max_tokens: PositiveInt = 1024
@@ -102,7 +112,8 @@ def parse_build_config(data: dict, source: str) -> BuildConfig:
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            msg = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(err["type"], err["msg"])
+            default = err["msg"].removeprefix("Value error, ")
+            msg = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(err["type"], default)
             problems.append(Problem(source, key, msg))
         raise ConfigError(problems) from None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import BackendUnavailable, ConfigError, DoesNotFit, EdgekitError, InputError, Problem
-from edgekit.formats import LEVELS, level
+from edgekit.formats import level
 from edgekit.pipeline.config import BuildConfig, load_build_config
 from edgekit.targets import TargetProfile, load_target
 
@@ -38,20 +38,9 @@ def load_inputs(target: str, config_path: str | Path | None) -> tuple[TargetProf
         config = load_build_config(config_path)
     except ConfigError as exc:
         problems += exc.problems
-    if config is not None:
-        problems += _level_problems(config, str(config_path or "build config"))
     if problems:
         raise ConfigError(problems)
     return profile, config
-
-
-def _level_problems(config: BuildConfig, source: str) -> list[Problem]:
-    problems = []
-    for key, fmt in (("gguf_levels", "gguf"), ("onnx_levels", "onnx")):
-        for name in getattr(config.export, key) or []:
-            if name not in LEVELS or LEVELS[name].format != fmt:
-                problems.append(Problem(source, f"export.{key}", f"{name} is not a {fmt} level"))
-    return problems
 
 
 def check_backends(formats: list[str]) -> None:
