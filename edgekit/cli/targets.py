@@ -24,7 +24,8 @@ def _list(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     table = Table(title=f"target profiles in {targets_dir()}")
-    for col in ("name", "device", "budget (MiB)", "bandwidth (GB/s)", "threads", "formats", "GGUF ladder"):
+    table.add_column("name", no_wrap=True, style="bold")
+    for col in ("device", "budget (MiB)", "GB/s", "threads", "formats", "GGUF ladder"):
         table.add_column(col)
     for name in list_targets():
         t = load_target(name)
