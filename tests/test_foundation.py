@@ -111,7 +111,9 @@ def test_load_model_reads_safetensors_folder_and_refuses_missing_ones(tiny_llama
 
 
 def test_unreachable_hub_id_gives_one_line_offline_hint(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import edgekit.models
+
+    monkeypatch.setattr(edgekit.models, "_hub_reachable", lambda timeout_s=3.0: False)
     with pytest.raises(InputError) as info:
         load_tokenizer("someone/not-a-real-model-xyz")
     assert "\n" not in str(info.value) and "local" in str(info.value)
