@@ -32,11 +32,17 @@ FTYPES = {
 _KV_STR = 3  # LLAMA_KV_OVERRIDE_TYPE_STR
 
 
+_SILENT = []  # keeps the C callback alive for the life of the process
+
+
 def _llama():
     try:
         import llama_cpp
     except ImportError as exc:
         raise BackendUnavailable("llama-cpp-python is needed to quantize GGUF: pip install llama-cpp-python") from exc
+    if not _SILENT:  # llama.cpp logs every tensor to stderr; edgekit reports what matters itself
+        _SILENT.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
+        llama_cpp.llama_log_set(_SILENT[0], ctypes.c_void_p(0))
     return llama_cpp
 
 
