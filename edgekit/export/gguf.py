@@ -165,12 +165,14 @@ def export_gguf(
     imatrix: str | Path | None = "auto",
     calibration_ids=None,
     type_overrides: dict[str, str] | None = None,
+    provenance: dict[str, str] | None = None,
     progress: bool = True,
 ) -> list[Path]:
     """Export a HF folder to one GGUF file per level in ``out_dir``; returns their paths (same order).
 
     ``imatrix="auto"`` computes an importance matrix from ``calibration_ids`` [n, seq] (default: 16
     rows of the built-in corpus) for the low-bit levels; ``None`` quantizes without one.
+    ``provenance`` (string pairs, written as ``edgekit.<key>``) defaults to the source folder.
     """
     import tempfile
 
@@ -184,7 +186,7 @@ def export_gguf(
     check_architecture(load_config(model_dir), model_dir)
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
     name = name or model_dir.name
-    provenance = {"source": str(model_dir)}
+    provenance = provenance if provenance is not None else {"source": str(model_dir)}
     paths = {q: out_dir / f"{name}-{q}.gguf" for q in quants}
     imx, imx_info = None, None
     if imatrix is not None and any(q in IMATRIX_LEVELS for q in quants):

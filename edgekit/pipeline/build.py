@@ -6,6 +6,8 @@ them, and a build for another target reuses the target-independent stages.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,7 +137,15 @@ def _run_stages(
             "calibration": config.export.calibration_sequences,
         },
         lambda o, s: stages.run_export(
-            o, model_path, data, plan, imatrix, config.export.calibration_sequences, progress
+            o,
+            model_path,
+            data,
+            plan,
+            imatrix,
+            config.export.calibration_sequences,
+            progress,
+            name=_file_stem(ref.name),
+            provenance={"teacher": ref.source},
         ),
     )
     artifacts = e.summary["artifacts"]
@@ -179,6 +189,12 @@ def _run_stages(
         manifest=manifest,
     )
     return BuildResult(bundle, manifest, runner.results)
+
+
+def _file_stem(name: str) -> str:
+    """A model name made safe for a file name: ``org/Model 7B`` -> ``Model-7B``."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name.rsplit("/", 1)[-1]).strip("-.")
+    return stem or "model"
 
 
 def _failure_table(failed: list[dict[str, Any]]) -> str:

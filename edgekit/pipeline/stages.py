@@ -166,8 +166,14 @@ def run_export(
     imatrix: bool,
     calibration_sequences: int,
     progress: bool,
+    name: str = "model",
+    provenance: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Export every planned level; GGUF K-quants use an importance matrix from calibration text."""
+    """Export every planned level; GGUF K-quants use an importance matrix from calibration text.
+
+    ``name`` names the files (``<name>-Q4_K_M.gguf``); ``provenance`` is written into them in place
+    of this machine's work path, so that a build's artifacts depend only on its inputs.
+    """
     from edgekit.models import load_tokenizer
 
     artifacts: list[dict[str, Any]] = []
@@ -181,6 +187,8 @@ def run_export(
             quants=plan["gguf"],
             imatrix="auto" if imatrix else None,
             calibration_ids=calibration,
+            name=name,
+            provenance=provenance,
             progress=progress,
         )
         artifacts += [_artifact_entry(out, p, "gguf", q) for p, q in zip(paths, plan["gguf"], strict=True)]
@@ -241,6 +249,9 @@ def run_bench(
         teacher_model=teacher,
         out_dir=out,
     )
+    relative = {str(export_dir / p): p for p in paths}
+    for r in results["results"]:  # the bundle's own paths, not this machine's work folder
+        r["artifact"] = relative.get(str(r["artifact"]), r["artifact"])
     results["recommendation"] = recommend(results, target)
     md, html = write_report(results, out)
     return {"recommendation": results["recommendation"], "report_md": md.name, "report_html": html.name}
