@@ -39,7 +39,11 @@ def _check_quants(quants: Sequence[str]) -> list[str]:
     if bad or not wanted:
         shown = ", ".join(bad) if bad else "(none)"
         raise ConfigError(
-            [Problem("export", "quant", f"unsupported ONNX level(s) {shown}; choose from {', '.join(SUPPORTED_QUANTS)}")]
+            [
+                Problem(
+                    "export", "quant", f"unsupported ONNX level(s) {shown}; choose from {', '.join(SUPPORTED_QUANTS)}"
+                )
+            ]
         )
     return list(dict.fromkeys(wanted))
 
