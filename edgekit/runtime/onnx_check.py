@@ -67,7 +67,11 @@ def _check_external(model, folder: Path) -> None:
 def _check_graph(model, path: Path) -> None:
     if not model.graph.node or not model.graph.output:
         raise InputError(path, "ONNX model has no graph (no nodes or outputs)")
-    if model.ByteSize() < _CHECKER_LIMIT:
+    from onnx.external_data_helper import uses_external_data
+
+    # the checker resolves external data against the working directory: run it on self-contained graphs only
+    external = any(uses_external_data(t) for t in model.graph.initializer)
+    if not external and model.ByteSize() < _CHECKER_LIMIT:
         import onnx
 
         try:
@@ -80,6 +84,6 @@ def check_onnx(path: str | Path) -> Path:
     """Validate an ONNX model folder or file; returns the model file's path, else raises ``InputError``."""
     file = model_file(path)
     model = _parse(file)
-    _check_graph(model, file)
     _check_external(model, file.parent)
+    _check_graph(model, file)
     return file
