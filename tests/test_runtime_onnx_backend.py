@@ -91,7 +91,7 @@ def test_ort_info_reports_sidecar_and_sizes_when_loaded(backend, onnx_llama):
 
 
 def test_check_onnx_raises_input_error_when_folder_has_no_model(tmp_path):
-    with pytest.raises(InputError, match="no model.onnx"):
+    with pytest.raises(InputError, match=r"no model\.onnx"):
         check_onnx(tmp_path)
 
 
