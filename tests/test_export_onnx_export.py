@@ -106,3 +106,14 @@ def test_int4_blocks_roundtrip_within_half_step_when_quantized(k):
     step = np.repeat(scales.reshape(24, n_blocks), 32, axis=1)[:, :k].T
     assert packed.shape == (24, n_blocks, 16)
     assert np.all(np.abs(restored - weight) <= step / 2 + 1e-6)
+
+
+@pytest.mark.integration
+def test_export_onnx_replaces_level_and_leaves_no_temp_when_rerun(tiny_llama_dir, tmp_path):
+    out = tmp_path / "out"
+    (out / "onnx-int4").mkdir(parents=True)
+    (out / "onnx-int4" / "stale.txt").write_text("old")
+    folders = export_onnx(tiny_llama_dir, out, ["int4"], block_size=64, progress=False)
+    assert [p.name for p in out.iterdir()] == ["onnx-int4"] and folders == [out / "onnx-int4"]
+    assert not (out / "onnx-int4" / "stale.txt").exists()
+    assert json.loads((out / "onnx-int4" / "edgekit-artifact.json").read_text())["int4"]["block_size"] == 64
