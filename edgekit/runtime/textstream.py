@@ -2,9 +2,9 @@
 
 Decoding one token at a time breaks multi-byte characters (a byte-level or ``<0xNN>`` token may hold
 only part of a UTF-8 character) and loses the leading space SentencePiece decoders strip. So each step
-decodes a short window of recent ids twice, with and without the newest tokens, and yields the new
-suffix only once it no longer ends in U+FFFD (the decoder's mark for an incomplete character). The
-window restarts after every yield, keeping the work per token constant.
+decodes a short window of recent ids and yields the new suffix only once it no longer ends in U+FFFD
+(the decoder's mark for an incomplete character). The window restarts at every clean boundary, keeping
+the work per token constant for real text.
 """
 
 from __future__ import annotations
@@ -15,21 +15,33 @@ REPLACEMENT = "\ufffd"
 
 
 def detokenize_stream(ids: Iterable[int], detokenize: Callable[[Sequence[int]], str], out: list[int]) -> Iterator[str]:
-    """Yield text pieces whose concatenation is ``detokenize(all ids)``; the ids seen are appended to ``out``."""
-    prefix, read, emitted = 0, 0, 0  # window start, end of already-emitted ids, characters emitted
+    """Yield text pieces whose concatenation is ``detokenize(all ids)``; the ids seen are appended to ``out``.
+
+    The window is ``out[start:]``; ``out[start:mark]`` (already emitted) is decoded only as context, so
+    that a SentencePiece decoder's stripped leading space stays out of the new text. The window moves on
+    only at a clean boundary (new text without U+FFFD); invalid byte runs keep it open, so a character
+    whose bytes straddle tokens is always decoded whole, as the full decode would.
+    """
+    start = mark = 0
+    context = ""  # detokenize(out[start:mark])
+    sent = 0  # characters emitted beyond ``context`` in the current window
+    total = 0
     for token in ids:
         out.append(token)
-        before = detokenize(out[prefix:read]) if read > prefix else ""
-        after = detokenize(out[prefix:])
-        if len(after) > len(before) and not after.endswith(REPLACEMENT):
-            piece = after[len(before) :]
-            emitted += len(piece)
-            yield piece
-            prefix, read = read, len(out)
-    # Flush what is still held back (an incomplete character at the very end), checked against a full decode.
-    full = detokenize(out)
-    if len(full) > emitted:
-        yield full[emitted:]
+        text = detokenize(out[start:])
+        if text.endswith(REPLACEMENT) or len(text) <= len(context) + sent:
+            continue
+        piece = text[len(context) + sent :]
+        total += len(piece)
+        yield piece
+        if REPLACEMENT in text[len(context) :]:
+            sent += len(piece)
+        else:
+            start, mark, sent = mark, len(out), 0
+            context = detokenize(out[start:mark])
+    full = detokenize(out)  # flush an incomplete character held at the very end
+    if len(full) > total:
+        yield full[total:]
 
 
 def normalize_stops(stop: str | Sequence[str] | None) -> list[str]:
