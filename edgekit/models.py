@@ -39,12 +39,44 @@ def _describe_load_failure(name_or_path: str | Path, exc: Exception) -> str:
     return f"cannot load from the Hugging Face Hub ({text})"
 
 
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One quick TCP connect to the Hub endpoint, instead of transformers' minute of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_available(name_or_path: str | Path) -> None:
+    """Raise a one-line InputError now if a model can be neither found locally nor downloaded."""
+    if _is_local(name_or_path):
+        if not Path(name_or_path).expanduser().exists():
+            raise InputError(name_or_path, "folder not found")
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if try_to_load_from_cache(str(name_or_path), "config.json") is None and not _hub_reachable():
+        raise InputError(
+            name_or_path,
+            "is not a local folder and the Hugging Face Hub cannot be reached; download it elsewhere "
+            "and pass the local folder path instead",
+        )
+
+
 def load_config(name_or_path: str | Path, trust_remote_code: bool = False) -> Any:
     """The model's HF config, without loading any weights."""
     from transformers import AutoConfig
 
-    if _is_local(name_or_path) and not Path(name_or_path).expanduser().exists():
-        raise InputError(name_or_path, "folder not found")
+    ensure_available(name_or_path)
     try:
         return AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError/ValueError/EnvironmentError variants
@@ -72,8 +104,7 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
-    if _is_local(name_or_path) and not Path(name_or_path).expanduser().exists():
-        raise InputError(name_or_path, "folder not found")
+    ensure_available(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(name_or_path),
@@ -90,6 +121,7 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) ->
     """Load the model's (fast) tokenizer."""
     from transformers import AutoTokenizer
 
+    ensure_available(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except Exception as exc:

@@ -1,9 +1,81 @@
-"""CLI commands for this area (registered by ``edgekit.cli``)."""
+"""``edgekit build`` and ``edgekit inspect``: the whole pipeline, and what it delivered."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def build(
+    target: str = typer.Option(
+        ..., "--target", "-t", help="Target profile name (see `edgekit targets`) or .toml path."
+    ),
+    teacher: str = typer.Option(None, "--teacher", help="HF folder or Hub id; default: the built-in demo teacher."),
+    config: Path = typer.Option(None, "--config", "-c", help="Build config TOML overriding the defaults."),
+    out: Path = typer.Option(Path("export"), "--out", "-o", help="Bundles go to OUT/<target>/<model>/."),
+    workdir: Path = typer.Option(None, "--workdir", help="Stage outputs and checkpoints (default OUT/.work/<model>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from its checkpoints."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Distill, prune, recover, export, quantize, verify, benchmark and bundle for one target.
+
+    Finished stages are skipped on the next run (their inputs are hashed), so re-running after a change redoes only what it affects. With no --teacher the built-in demo teacher is trained (a few minutes) and used, which makes this command a complete tour: `edgekit build --target raspberry-pi-5`.
+    """
+    from edgekit.pipeline import build as run_build
+
+    result = run_build(
+        target, teacher=teacher, config_path=config, out=out, workdir=workdir, resume=resume, progress=progress
+    )
+    for stage in result.stages:
+        state = "cached" if stage.skipped else f"{stage.seconds:.1f} s"
+        console.print(f"  {stage.name:8} {state}")
+    rec = result.manifest["recommended"]
+    console.print(f"[bold green]bundle[/] {result.bundle}")
+    console.print(f"[bold]recommended[/] {rec['artifact']} ({rec['quant']}): {rec['reason']}")
+
+
+def inspect(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `edgekit build`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Summarise a bundle: artifacts, verification, speed and the recommended level."""
+    from edgekit.pipeline.bundle import read_manifest
+
+    manifest = read_manifest(bundle)
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+        return
+    teacher = manifest["teacher"]
+    console.print(
+        f"[bold]{bundle}[/]  target {manifest['target']}  teacher {teacher['source']}  "
+        f"student {manifest['student']['parameters']:,} parameters"
+    )
+    table = Table(title="artifacts")
+    for col in ("artifact", "size (MiB)", "mean KL", "top-1", "verified"):
+        table.add_column(col, justify="right" if col != "artifact" else "left")
+    for a in manifest["artifacts"]:
+        v = a.get("verification", {})
+        table.add_row(
+            a["path"],
+            f"{a['file_size_bytes'] / 2**20:.2f}",
+            f"{v.get('mean_kl', float('nan')):.2e}",
+            f"{v.get('top1', float('nan')):.3f}",
+            "[green]yes[/]" if v.get("passed") else "[red]no[/]",
+        )
+    console.print(table)
+    rec = manifest["recommended"]
+    console.print(f"[bold]recommended[/] {rec['artifact']} ({rec['quant']}, {rec.get('basis', '')}): {rec['reason']}")
+    stages = ", ".join(f"{s['name']} {s['seconds']:.0f}s" for s in manifest["stages"])
+    console.print(f"[dim]stages: {stages}; {len(manifest['files'])} files with sha256 in manifest.json[/]")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app``."""
+    """Add ``build`` and ``inspect`` to the CLI."""
+    app.command("build")(build)
+    app.command("inspect")(inspect)

@@ -1,0 +1,217 @@
+"""``edgekit build``: distill → prune → recover → export → verify → bench → bundle, resumable.
+
+Stages are content-addressed (see ``runner``), so a second run with nothing changed skips all of
+them, and a build for another target reuses the target-independent stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from edgekit.errors import VerificationError
+from edgekit.formats import LEVELS
+from edgekit.models import count_parameters, load_config
+from edgekit.pipeline import preflight, stages
+from edgekit.pipeline.bundle import write_bundle
+from edgekit.pipeline.runner import StageResult, StageRunner
+from edgekit.pipeline.teacher import resolve_teacher
+
+STAGES = ("distill", "prune", "recover", "export", "verify", "bench", "bundle")
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    manifest: dict[str, Any]
+    stages: list[StageResult]
+
+
+def build(
+    target: str,
+    *,
+    teacher: str | None = None,
+    config_path: str | Path | None = None,
+    out: str | Path = "export",
+    workdir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+) -> BuildResult:
+    """Run the whole pipeline for ``target`` and return the bundle it wrote."""
+    console = console or Console(stderr=True)
+    profile, config = preflight.load_inputs(target, config_path)
+    source = teacher or config.teacher.model
+    preflight.check_teacher_source(source)
+    plan = stages.export_plan(profile, config.export)
+    preflight.check_backends([fmt for fmt, levels in plan.items() if levels])
+    round_to = config.prune.round_to or (256 if any(LEVELS[q].k_quant for q in plan.get("gguf", [])) else 1)
+    teacher_config = _teacher_config(source, config.teacher.trust_remote_code)
+    student_config = preflight.predicted_student_config(teacher_config, config, round_to)
+    preflight.check_fits(student_config, profile, source)
+    ref = resolve_teacher(source, config.teacher.trust_remote_code, progress=progress)
+    out = Path(out)
+    work = Path(workdir) if workdir else out / ".work" / ref.name
+    preflight.check_disk(work, _param_estimate(ref.path), sum(len(v) for v in plan.values()))
+
+    with Progress(
+        TextColumn("[bold]build[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} stages"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("", total=len(STAGES))
+
+        def on_stage(name: str, what: str) -> None:
+            bar.update(
+                task, description=f"{name} ({'cached' if what == 'skip' else 'running'})", completed=STAGES.index(name)
+            )
+
+        runner = StageRunner(work, resume=resume, on_stage=on_stage)
+        bundle = _run_stages(runner, ref, profile, config, plan, round_to, out, progress)
+        bar.update(task, completed=len(STAGES), description="done")
+    return bundle
+
+
+def _teacher_config(source: str, trust_remote_code: bool):
+    """The teacher's config without loading weights (or training the demo teacher)."""
+    if source == "demo":
+        from edgekit.demo import demo_config
+
+        return demo_config()
+    return load_config(source, trust_remote_code=trust_remote_code)
+
+
+def _param_estimate(path: str) -> int:
+    config = load_config(path)
+    layer = 4 * config.hidden_size**2 + 3 * config.hidden_size * config.intermediate_size
+    return config.num_hidden_layers * layer + 2 * config.vocab_size * config.hidden_size
+
+
+def _run_stages(
+    runner: StageRunner, ref, profile, config, plan, round_to: int, out: Path, progress: bool
+) -> BuildResult:
+    data, seed, resume = config.data, config.seed, runner.resume
+    base = {"teacher": ref.fingerprint, "data": data.model_dump(), "seed": seed}
+    model_path = Path(ref.path)
+    key = ref.fingerprint
+    if config.distill.enabled:
+        d = runner.run(
+            "distill",
+            {**base, "distill": config.distill.model_dump()},
+            lambda o, s: stages.run_distill(o, s, ref.path, data, config.distill, seed, resume, progress),
+        )
+        model_path, key = d.path / stages.MODEL_DIR, d.key
+    if config.prune.enabled:
+        p = runner.run(
+            "prune",
+            {"input": key, "data": data.model_dump(), "prune": config.prune.model_dump(), "round_to": round_to},
+            lambda o, s, m=model_path: stages.run_prune(o, m, data, config.prune, round_to),
+        )
+        model_path, key = p.path / stages.MODEL_DIR, p.key
+        if config.recover.enabled:
+            r = runner.run(
+                "recover",
+                {**base, "input": key, "recover": config.recover.model_dump(), "distill": config.distill.model_dump()},
+                lambda o, s, m=model_path: stages.run_recover(
+                    o, s, ref.path, m, data, config.distill, config.recover, seed, resume, progress
+                ),
+            )
+            model_path, key = r.path / stages.MODEL_DIR, r.key
+    imatrix = profile.export.imatrix if config.export.imatrix is None else config.export.imatrix
+    e = runner.run(
+        "export",
+        {
+            "input": key,
+            "plan": plan,
+            "imatrix": imatrix,
+            "data": data.model_dump(),
+            "calibration": config.export.calibration_sequences,
+        },
+        lambda o, s: stages.run_export(
+            o, model_path, data, plan, imatrix, config.export.calibration_sequences, progress
+        ),
+    )
+    artifacts = e.summary["artifacts"]
+    thresholds = {q["quant"]: profile.verify.threshold(q["quant"]).model_dump() for q in artifacts}
+    v = runner.run(
+        "verify",
+        {"input": e.key, "thresholds": thresholds, "verify": config.verify.model_dump()},
+        lambda o, s: stages.run_verify(o, e.path, artifacts, model_path, profile, config.verify),
+    )
+    passed = [a for a in artifacts if a["path"] in v.summary["passed"]]
+    failed = [r for r in v.summary["reports"] if not r["passed"]]
+    if not passed or (failed and config.verify.fail_on_error):
+        raise VerificationError(
+            f"{len(failed)} of {len(artifacts)} artifacts failed verification", _failure_table(failed)
+        )
+    bench_dir, recommendation = None, _fallback_recommendation(passed)
+    if config.bench.enabled:
+        b = runner.run(
+            "bench",
+            {
+                "input": v.key,
+                "artifacts": [a["path"] for a in passed],
+                "target": profile.model_dump(mode="json"),
+                "suite": config.bench.suite,
+            },
+            lambda o, s: stages.run_bench(
+                o, e.path, [a["path"] for a in passed], model_path, ref.path, profile, config.bench
+            ),
+        )
+        bench_dir, recommendation = b.path, b.summary["recommendation"]
+    if runner.on_stage is not None:
+        runner.on_stage("bundle", "run")
+    manifest = _manifest(runner, ref, profile, model_path, passed, v.summary["reports"], recommendation)
+    bundle = write_bundle(
+        out / profile.name / ref.name,
+        export_dir=e.path,
+        artifacts=passed,
+        model_dir=model_path,
+        target_file=Path(profile.source),
+        report_dir=bench_dir,
+        manifest=manifest,
+    )
+    return BuildResult(bundle, manifest, runner.results)
+
+
+def _failure_table(failed: list[dict[str, Any]]) -> str:
+    rows = [f"{'artifact':40} {'mean KL':>10} {'max':>10} {'top-1':>7} {'min':>6}"]
+    for r in failed:
+        rows.append(
+            f"{r['path']:40} {r.get('mean_kl', float('nan')):10.4g} {r.get('max_mean_kl', float('nan')):10.4g} "
+            f"{r.get('top1', float('nan')):7.3f} {r.get('min_top1', float('nan')):6.2f}"
+        )
+    return "\n".join(rows)
+
+
+def _fallback_recommendation(passed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Without measurements: the smallest verified artifact, labelled as such."""
+    best = min(passed, key=lambda a: a["file_size_bytes"])
+    return {
+        "artifact": best["path"],
+        "quant": best["quant"],
+        "basis": "size",
+        "reason": f"{best['quant']} is the smallest artifact that passed verification (no benchmark was run)",
+    }
+
+
+def _manifest(runner: StageRunner, ref, profile, model_path: Path, passed, reports, recommendation) -> dict[str, Any]:
+    from edgekit.models import load_model
+
+    by_path = {r["path"]: r for r in reports}
+    return {
+        "target": profile.name,
+        "teacher": {"source": ref.source, "name": ref.name, "fingerprint": ref.fingerprint},
+        "student": {"parameters": count_parameters(load_model(model_path))},
+        "stages": [{"name": s.name, "key": s.key, "seconds": s.seconds, "skipped": s.skipped} for s in runner.results],
+        "artifacts": [{**a, "verification": by_path[a["path"]]} for a in passed],
+        "verification": {"passed": True, "artifacts": len(passed)},
+        "recommended": recommendation,
+    }

@@ -1,0 +1,90 @@
+"""Assemble the deliverable: ``export/<target>/<model>/`` with artifacts, manifest and report.
+
+The bundle is written under a temporary name and renamed into place, so a reader never sees a
+half-written bundle. ``manifest.json`` lists every file with its sha256, the versions of every tool
+involved, each stage's key and timing, verification and bench results, and the recommended artifact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgekit.fileio import atomic_path, read_json, sha256_file, write_json_atomic
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = 1
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+_PACKAGES = ("edgekit", "torch", "transformers", "llama-cpp-python", "gguf", "onnxruntime", "onnx", "optimum")
+
+
+def tool_versions() -> dict[str, str | None]:
+    """Installed versions of everything that shaped the artifacts (None when absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_bundle(
+    bundle: Path,
+    *,
+    export_dir: Path,
+    artifacts: list[dict[str, Any]],
+    model_dir: Path,
+    target_file: Path,
+    report_dir: Path | None,
+    manifest: dict[str, Any],
+) -> Path:
+    """Copy artifacts (with sidecars), tokenizer, profile and report into ``bundle``; write the manifest."""
+    with atomic_path(bundle) as tmp:
+        tmp.mkdir()
+        for entry in artifacts:
+            _copy_artifact(export_dir / entry["path"], tmp / entry["path"])
+        (tmp / "tokenizer").mkdir()
+        for name in TOKENIZER_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, tmp / "tokenizer" / name)
+        shutil.copy2(model_dir / "config.json", tmp / "tokenizer" / "config.json")
+        shutil.copy2(target_file, tmp / "target.toml")
+        for name in ("report.html", "report.md", "results.json"):
+            if report_dir is not None and (report_dir / name).is_file():
+                shutil.copy2(report_dir / name, tmp / name)
+        files = [
+            {"path": p.relative_to(tmp).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        ]
+        write_json_atomic(
+            tmp / MANIFEST,
+            {
+                "schema_version": MANIFEST_SCHEMA,
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "versions": tool_versions(),
+                **manifest,
+                "files": files,
+            },
+        )
+    return bundle
+
+
+def _copy_artifact(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst)
+        return
+    shutil.copy2(src, dst)
+    sidecar = src.with_name(src.name + ".json")
+    if sidecar.is_file():
+        shutil.copy2(sidecar, dst.with_name(dst.name + ".json"))
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    return read_json(Path(bundle) / MANIFEST)

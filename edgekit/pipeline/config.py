@@ -1,0 +1,132 @@
+"""The build configuration: what ``edgekit build`` does at each stage.
+
+Defaults suit the built-in demo teacher on a 2-core CPU; a TOML file (``--config build.toml``)
+overrides them section by section. Unknown keys are errors and every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgekit.errors import ConfigError, InputError, Problem
+from edgekit.formats import levels_for
+
+Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TeacherSection(_Strict):
+    model: str = "demo"  # "demo", a local HF folder, or a Hugging Face Hub id
+    trust_remote_code: bool = False
+
+
+class DataSection(_Strict):
+    train: str = "builtin"  # "builtin" (stdlib docs) or a .txt / .jsonl file or folder
+    seq_len: PositiveInt = 256  # tokens per training row
+    max_train_sequences: PositiveInt | None = None
+    heldout_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
+    heldout_sequences: PositiveInt = 16
+
+
+class DistillSection(_Strict):
+    enabled: bool = True
+    student_layers: PositiveInt | None = 3  # None keeps the teacher's depth
+    student_hidden: PositiveInt | None = None  # None keeps the teacher's width
+    init: Literal["teacher", "random"] = "teacher"
+    steps: PositiveInt = 160
+    batch_size: PositiveInt = 8
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    temperature: Annotated[float, Field(gt=0)] = 2.0
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # weight of hard-label CE
+
+
+class PruneSection(_Strict):
+    enabled: bool = True
+    ffn: Ratio = 0.33  # fraction of FFN channels removed
+    heads: Ratio = 0.0  # fraction of attention heads removed (whole KV groups kept consistent)
+    layers: Annotated[int, Field(ge=0)] = 0  # whole decoder layers removed
+    hidden: Ratio = 0.0  # fraction of hidden width removed
+    criterion: Literal["activation", "magnitude", "taylor"] = "activation"
+    round_to: PositiveInt | None = None  # None: 256 when the target uses K-quants, else 1
+    calibration_sequences: PositiveInt = 16
+
+
+class RecoverSection(_Strict):
+    enabled: bool = True
+    steps: PositiveInt = 120
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+
+
+class ExportSection(_Strict):
+    formats: list[Literal["gguf", "onnx"]] | None = None  # None: the target's formats
+    gguf_levels: list[str] | None = None  # None: the target's ladder
+    onnx_levels: list[str] | None = None
+    imatrix: bool | None = None  # None: the target's setting
+    calibration_sequences: PositiveInt = 16
+
+    @field_validator("gguf_levels", "onnx_levels")
+    @classmethod
+    def _known_levels(cls, value: list[str] | None, info) -> list[str] | None:
+        fmt = "gguf" if info.field_name == "gguf_levels" else "onnx"
+        bad = [v for v in value or [] if v not in levels_for(fmt)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} not a {fmt} level; choose from {', '.join(levels_for(fmt))}")
+        return value
+
+
+class VerifySection(_Strict):
+    max_tokens: PositiveInt = 1024
+    fail_on_error: bool = True  # refuse to bundle artifacts that fail their gate
+
+
+class BenchSection(_Strict):
+    enabled: bool = True
+    suite: str = "quick"
+
+
+class BuildConfig(_Strict):
+    teacher: TeacherSection = TeacherSection()
+    data: DataSection = DataSection()
+    distill: DistillSection = DistillSection()
+    prune: PruneSection = PruneSection()
+    recover: RecoverSection = RecoverSection()
+    export: ExportSection = ExportSection()
+    verify: VerifySection = VerifySection()
+    bench: BenchSection = BenchSection()
+    seed: int = 0
+
+
+def parse_build_config(data: dict, source: str) -> BuildConfig:
+    """Validate build-config data, raising one ConfigError with every problem (file + dotted key)."""
+    try:
+        return BuildConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            default = err["msg"].removeprefix("Value error, ")
+            msg = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(err["type"], default)
+            problems.append(Problem(source, key, msg))
+        raise ConfigError(problems) from None
+
+
+def load_build_config(path: str | Path | None) -> BuildConfig:
+    """The build config from a TOML file, or the defaults when ``path`` is None."""
+    if path is None:
+        return BuildConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "build config file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(str(path), "", f"not valid TOML ({exc})")]) from None
+    return parse_build_config(data, str(path))
