@@ -57,3 +57,11 @@ def test_torch_info_describes_folder_when_loaded(tiny_llama_dir):
     assert (info.backend, info.format, info.quantization) == ("torch", "hf", "fp32")
     assert info.file_size == (tiny_llama_dir / "model.safetensors").stat().st_size
     assert info.parameters > 0 and info.n_ctx == 512 and info.vocab_size == 512
+
+
+@pytest.mark.gpu
+def test_torch_greedy_on_cuda_equals_cpu_when_gpu_is_present(tiny_llama_dir):
+    cpu, gpu = TorchBackend(tiny_llama_dir), TorchBackend(tiny_llama_dir, device="cuda")
+    prompt = cpu.tokenize("def main():")
+    assert list(gpu.generate_ids(prompt, 16, GREEDY)) == list(cpu.generate_ids(prompt, 16, GREEDY))
+    assert gpu.info.extra["device"] == "cuda"
