@@ -49,3 +49,7 @@ def test_cli_chat_answers_each_line_until_exit_when_stdin_is_piped(app, tiny_lla
         history += [{"role": "assistant", "content": first}, {"role": "user", "content": "how are you?"}]
         second = model.generate(history, max_tokens=6)
     assert result.stdout == f"{first}\n{second}\n"
+
+
+def test_cli_stop_option_reads_backslash_n_as_newline_when_typed_in_a_shell():
+    assert run_cli._unescape("a\\n\\tb") == "a\n\tb"

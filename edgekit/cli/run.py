@@ -35,7 +35,7 @@ def run(
     top_p: float = _TOP_P,
     top_k: int = _TOP_K,
     seed: int | None = _SEED,
-    stop: list[str] | None = typer.Option(None, "--stop", help="Stop before this text (repeatable)."),
+    stop: list[str] | None = typer.Option(None, "--stop", help="Stop before this text (repeatable; \\n is a newline)."),
     threads: int | None = _THREADS,
     n_ctx: int | None = _N_CTX,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, tokens, speed) at the end."),
@@ -44,7 +44,8 @@ def run(
     import edgekit
 
     out, err = _out(), Console(stderr=True, highlight=False)
-    sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stop or None)
+    stops = [_unescape(s) for s in stop] if stop else None
+    sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stops)
     with edgekit.load(artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx) as model:
         if as_json:
             text = model.generate(prompt, max_tokens=max_tokens, **sampling)
@@ -101,6 +102,11 @@ def chat(
                 reply.append(piece)
             out.print()
             history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _unescape(text: str) -> str:
+    """Let ``--stop "\\n\\n"`` mean two newlines, as users type it in a shell."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _stats(model) -> dict[str, float]:

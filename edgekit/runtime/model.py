@@ -16,7 +16,7 @@ import numpy as np
 
 from edgekit.quality import log_softmax
 from edgekit.runtime.base import Backend, ModelInfo, SamplingParams
-from edgekit.runtime.chat import chat_format_of, render_chat
+from edgekit.runtime.chat import ChatFormat, chat_format_of, render_chat
 from edgekit.runtime.meta import eos_ids_of
 from edgekit.runtime.textstream import cut_at_stops, detokenize_stream, normalize_stops
 
@@ -49,7 +49,7 @@ class EdgeModel:
         self.backend: Backend | None = backend
         self.eos_token_ids: list[int] = eos_ids_of(backend)
         self.last_stats = GenerationStats()
-        self._chat_format = None
+        self._chat_format: ChatFormat | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -78,7 +78,7 @@ class EdgeModel:
         return self.tokenize(text, add_special_tokens=False)
 
     @property
-    def chat_format(self):
+    def chat_format(self) -> ChatFormat:
         """The model's ``ChatFormat`` (template and BOS/EOS texts), found once."""
         if self._chat_format is None:
             self._chat_format = chat_format_of(self._live())
