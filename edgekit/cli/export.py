@@ -1,9 +1,121 @@
-"""CLI commands for this area (registered by ``edgekit.cli``)."""
+"""``edgekit export`` and ``edgekit verify``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _split(levels: str) -> list[str]:
+    return [q.strip() for q in levels.split(",") if q.strip()]
+
+
+def export(
+    model: Path = typer.Argument(..., help="Hugging Face model folder (safetensors)."),
+    fmt: str = typer.Option("gguf", "--format", "-f", help="gguf or onnx."),
+    quant: str = typer.Option(
+        None,
+        "--quant",
+        "-q",
+        help="Comma-separated levels, e.g. F32,Q5_K_M,Q4_K_M or fp32,int8,int4. Default: the target's ladder, else F16 / fp32.",
+    ),
+    out: Path = typer.Option(Path("export/models"), "--out", "-o", help="Output folder."),
+    target: str = typer.Option(None, "--target", "-t", help="Target profile: its ladder and verification thresholds."),
+    imatrix: str = typer.Option(
+        "auto", "--imatrix", help="auto (compute from --calibration text), none, or an imatrix file."
+    ),
+    calibration: Path = typer.Option(
+        None, "--calibration", help="Text (.txt/.jsonl) for the importance matrix; default: the built-in corpus."
+    ),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify every file against PyTorch after export."),
+) -> None:
+    """Export a model to GGUF or ONNX at one or more quantization levels, then verify each file.
+
+    GGUF K-quants (Q4_K_M, Q5_K_M, ...) use an importance matrix computed in PyTorch from calibration text. Every file gets a JSON sidecar with its sha256, source, quantization, imatrix provenance and verification results. Exits 3 if a file fails verification.
+    """
+    from edgekit.targets import load_target
+
+    profile = load_target(target) if target else None
+    levels = _split(quant) if quant else (profile.ladder(fmt) if profile else [])
+    levels = levels or (["F16"] if fmt == "gguf" else ["fp32"])
+    if fmt == "gguf":
+        from edgekit.export.gguf import export_gguf
+
+        calib = _calibration_rows(model, calibration) if calibration else None
+        paths = export_gguf(model, out, levels, imatrix=None if imatrix == "none" else imatrix, calibration_ids=calib)
+    elif fmt == "onnx":
+        from edgekit.export.onnx import export_onnx
+
+        paths = export_onnx(model, out, levels)
+    else:
+        raise typer.BadParameter(f"unknown format {fmt!r}; use gguf or onnx", param_hint="--format")
+    for path in paths:
+        console.print(f"[green]wrote[/] {path}")
+    if verify:
+        _verify_all(paths, model, profile, levels)
+
+
+def _calibration_rows(model: Path, calibration: Path):
+    from edgekit.data import load_texts, pack, tokenize_documents
+    from edgekit.models import load_tokenizer
+
+    return pack(tokenize_documents(load_tokenizer(model), load_texts(calibration)), 256, 64)
+
+
+def _verify_all(paths, reference: Path, profile, levels: list[str]) -> None:
+    from edgekit.errors import VerificationError
+    from edgekit.export.verify import verify_artifact
+
+    table = Table(title="verification against PyTorch fp32")
+    for col in ("artifact", "level", "mean KL", "top-1", "ppl change", "tokenizer", "result"):
+        table.add_column(col)
+    failed = []
+    for path, level in zip(paths, levels, strict=True):
+        threshold = profile.verify.threshold(level) if profile else None
+        r = verify_artifact(path, reference, level=level, threshold=threshold)
+        table.add_row(
+            Path(path).name,
+            level,
+            f"{r.mean_kl:.2e}",
+            f"{r.top1:.3f}",
+            f"{r.ppl_change:+.2%}",
+            "ok" if r.tokenizer_parity else "MISMATCH",
+            "[green]pass[/]" if r.passed else "[red]FAIL[/]",
+        )
+        if not r.passed:
+            failed.append(r)
+    console.print(table)
+    if failed:
+        raise VerificationError(
+            f"{len(failed)} of {len(paths)} files failed verification",
+            "\n\n".join(f"{r.artifact}\n{r.table()}" for r in failed),
+        )
+
+
+def verify(
+    artifact: Path = typer.Argument(..., help="A .gguf file or an ONNX folder."),
+    reference: Path = typer.Option(..., "--reference", "-r", help="The HF model folder it was exported from."),
+    target: str = typer.Option(None, "--target", "-t", help="Target profile whose thresholds apply."),
+    level: str = typer.Option(None, "--level", help="Quantization level (default: from the sidecar)."),
+    tokens: int = typer.Option(1024, "--tokens", help="Held-out tokens to compare."),
+) -> None:
+    """Check an exported artifact against the PyTorch model it came from (exit 3 with a table on failure)."""
+    from edgekit.export.verify import verify_artifact
+    from edgekit.targets import load_target
+
+    profile = load_target(target) if target else None
+    threshold = profile.verify.threshold(level) if profile and level else None
+    report = verify_artifact(artifact, reference, level=level, threshold=threshold, max_tokens=tokens, check=True)
+    console.print(report.table())
+    console.print(f"[green]passed[/] {artifact} ({report.level}, {report.tokens} tokens, {report.backend})")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app``."""
+    """Add ``export`` and ``verify`` to the CLI."""
+    app.command("export")(export)
+    app.command("verify")(verify)

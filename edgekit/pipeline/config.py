@@ -43,9 +43,9 @@ class DistillSection(_Strict):
     init: Literal["teacher", "random"] = "teacher"
     steps: PositiveInt = 160
     batch_size: PositiveInt = 8
-    lr: Annotated[float, Field(gt=0)] = 1e-3
+    lr: Annotated[float, Field(gt=0)] = 3e-4  # students start from teacher weights: keep steps small
     temperature: Annotated[float, Field(gt=0)] = 2.0
-    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # weight of hard-label CE
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # weight of hard-label CE; the rest is T²·KL
 
 
 class PruneSection(_Strict):
@@ -62,7 +62,7 @@ class PruneSection(_Strict):
 class RecoverSection(_Strict):
     enabled: bool = True
     steps: PositiveInt = 120
-    lr: Annotated[float, Field(gt=0)] = 1e-3
+    lr: Annotated[float, Field(gt=0)] = 3e-4
 
 
 class ExportSection(_Strict):

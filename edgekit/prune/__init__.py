@@ -1,1 +1,36 @@
 """Structured pruning: importance scores, surgery on HF models, plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekit.prune.importance import Scores, score
+from edgekit.prune.plan import PrunePlan, select
+from edgekit.prune.surgery import Keep, apply_keep
+
+
+def prune_model(model, plan: PrunePlan, calibration_ids=None, criterion: str = "activation") -> tuple[Any, dict]:
+    """Score structures on calibration rows [n, seq], cut by ``plan``; returns (pruned model, report)."""
+    from edgekit.models import count_parameters
+
+    scores = score(model, calibration_ids, criterion)
+    keep = select(scores, plan, model.config)
+    pruned = apply_keep(model, keep)
+    c = pruned.config
+    report = {
+        "criterion": criterion,
+        "parameters_before": count_parameters(model),
+        "parameters_after": count_parameters(pruned),
+        "layers_kept": keep.layers,
+        "shape": {
+            "layers": c.num_hidden_layers,
+            "hidden": c.hidden_size,
+            "intermediate": c.intermediate_size,
+            "heads": c.num_attention_heads,
+            "kv_heads": c.num_key_value_heads,
+        },
+    }
+    return pruned, report
+
+
+__all__ = ["Keep", "PrunePlan", "Scores", "apply_keep", "prune_model", "score", "select"]

@@ -1,0 +1,55 @@
+"""Trainer checkpoints without pickle: weights and optimizer tensors in safetensors, scalars in JSON.
+
+Restoring them exactly (same float bits) is what lets an interrupted run end with the same weights
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from edgekit.fileio import atomic_path, read_json, write_json_atomic
+
+LATEST = "latest"
+
+
+def save_checkpoint(folder: Path, step: int, model, optimizer, history: list[dict]) -> None:
+    """Write ``folder/latest`` atomically: model.safetensors, optimizer.safetensors, state.json."""
+    with atomic_path(folder / LATEST) as tmp:
+        tmp.mkdir()
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        tensors, scalars = {}, {}
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for i, p in enumerate(params):
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value):
+                    tensors[f"{i}.{key}"] = value.detach().contiguous().cpu()
+                else:
+                    scalars[f"{i}.{key}"] = value
+        save_file(tensors or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
+        write_json_atomic(tmp / "state.json", {"step": step, "scalars": scalars, "history": history})
+
+
+def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, list[dict]] | None:
+    """Restore model and optimizer from ``folder/latest``; returns (step, history) or None if absent."""
+    ckpt = folder / LATEST
+    if not (ckpt / "state.json").is_file():
+        return None
+    state = read_json(ckpt / "state.json")
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in load_file(ckpt / "model.safetensors").items()})
+    tensors = load_file(ckpt / "optimizer.safetensors")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, p in enumerate(params):
+        entry = {
+            k.split(".", 1)[1]: v.to(device) if k.split(".", 1)[1] != "step" else v
+            for k, v in tensors.items()
+            if k.split(".", 1)[0] == str(i)
+        }
+        entry.update({k.split(".", 1)[1]: v for k, v in state["scalars"].items() if k.split(".", 1)[0] == str(i)})
+        if entry:
+            optimizer.state[p] = entry
+    return int(state["step"]), list(state["history"])

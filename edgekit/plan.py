@@ -1,0 +1,82 @@
+"""Size, memory and speed of a model at each quantization level, from its config alone.
+
+No weights are loaded: parameters are counted from the config's shapes, file size is bits per weight
+× parameters, the KV cache is sized at the target's context length, and decode speed is a roofline
+*prediction*: each new token reads every weight and the whole KV cache once, so
+tokens/s ≈ memory bandwidth ÷ bytes read per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgekit.formats import level as level_info
+from edgekit.targets import TargetProfile
+
+KV_BYTES_PER_VALUE = 2  # llama.cpp and ORT keep the KV cache in f16 by default
+RUNTIME_OVERHEAD_BYTES = 64 * 2**20  # llama.cpp context, graph and scratch buffers (measured ~40-80 MiB)
+COMPUTE_BATCH = 512  # tokens per prefill batch: sizes the logits/activation buffers
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    level: str
+    format: str
+    params: int
+    file_bytes: int  # weights on disk and in memory
+    kv_bytes: int  # KV cache at the context length
+    overhead_bytes: int  # runtime buffers
+    total_bytes: int  # what the process needs
+    budget_bytes: int
+    fits: bool
+    predicted_decode_tokens_per_s: float  # roofline prediction, not a measurement
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _head_dim(c) -> int:
+    return getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+
+
+def count_params(config) -> int:
+    """Exact parameter count of a llama / mistral / qwen2 config (tied embeddings counted once)."""
+    c, hd = config, _head_dim(config)
+    q, kv = c.num_attention_heads * hd, c.num_key_value_heads * hd
+    attn = c.hidden_size * (q + 2 * kv) + q * c.hidden_size
+    if getattr(c, "model_type", "") == "qwen2":
+        attn += q + 2 * kv  # q/k/v biases
+    mlp = 3 * c.hidden_size * c.intermediate_size
+    layer = attn + mlp + 2 * c.hidden_size
+    embeddings = c.vocab_size * c.hidden_size * (1 if c.tie_word_embeddings else 2)
+    return c.num_hidden_layers * layer + embeddings + c.hidden_size
+
+
+def kv_cache_bytes(config, context: int) -> int:
+    """K and V for every layer at ``context`` tokens: 2 × layers × kv_heads × head_dim × context × 2 bytes."""
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * _head_dim(config) * context * KV_BYTES_PER_VALUE
+
+
+def overhead_bytes(config) -> int:
+    """Fixed runtime buffers plus one prefill batch of float32 logits and activations."""
+    return RUNTIME_OVERHEAD_BYTES + COMPUTE_BATCH * (config.vocab_size + 4 * config.hidden_size) * 4
+
+
+def plan_level(config, target: TargetProfile, level: str, context: int | None = None) -> LevelPlan:
+    """One level's numbers for ``config`` on ``target``."""
+    q = level_info(level)
+    context = context or target.budget.context_length
+    params = count_params(config)
+    file_bytes = int(params * q.bits_per_weight / 8)
+    kv = kv_cache_bytes(config, context)
+    extra = overhead_bytes(config)
+    total = file_bytes + kv + extra
+    budget = int(target.budget.memory_mb * 2**20)
+    speed = target.hardware.memory_bandwidth_gbs * 1e9 / (file_bytes + kv)
+    return LevelPlan(q.name, q.format, params, file_bytes, kv, extra, total, budget, total <= budget, speed)
+
+
+def plan_levels(config, target: TargetProfile, context: int | None = None) -> list[LevelPlan]:
+    """Every level of the target's ladders (GGUF first, then ONNX), smallest first within a format."""
+    return [plan_level(config, target, lv, context) for fmt in ("gguf", "onnx") for lv in target.ladder(fmt)]

@@ -1,0 +1,136 @@
+"""How much each structure matters: FFN channels, KV groups (heads), hidden dims, whole layers.
+
+Criteria:
+* activation (Minitron): mean |activation| flowing through the structure on calibration text;
+* magnitude: L2 norm of the weights that belong to the structure (no data needed);
+* taylor: |w · ∂L/∂w| summed over the structure's weights (first-order estimate of the loss change);
+* block influence (ShortGPT): 1 − cos(layer input, layer output); small means the layer barely acts.
+
+Every score is "higher = keep". Shapes: ffn [layers, intermediate], groups [layers, kv_heads],
+hidden [hidden], layers [layers].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Scores:
+    ffn: torch.Tensor  # [layers, intermediate]
+    groups: torch.Tensor  # [layers, kv_heads]
+    hidden: torch.Tensor  # [hidden]
+    layers: torch.Tensor  # [layers] block influence
+
+
+def _dims(model) -> tuple[int, int, int]:
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return c.num_attention_heads, c.num_key_value_heads, head_dim
+
+
+def _group_scores(per_head: torch.Tensor, heads: int, kv: int) -> torch.Tensor:
+    """Sum per-query-head scores [layers, heads] into KV groups [layers, kv]."""
+    return per_head.reshape(per_head.shape[0], kv, heads // kv).sum(-1)
+
+
+@torch.no_grad()
+def activation_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
+    """Minitron-style activation importance from forward hooks on calibration rows [n, seq]."""
+    heads, kv, hd = _dims(model)
+    layers = model.model.layers
+    n = len(layers)
+    ffn = torch.zeros(n, model.config.intermediate_size)
+    head = torch.zeros(n, heads)
+    hidden = torch.zeros(model.config.hidden_size)
+    influence = torch.zeros(n)
+    hooks = []
+    for i, layer in enumerate(layers):
+
+        def ffn_hook(mod, args, i=i):
+            ffn[i] += args[0].abs().reshape(-1, args[0].shape[-1]).mean(0).float().cpu()
+
+        def head_hook(mod, args, i=i):
+            x = args[0].reshape(-1, heads, hd)
+            head[i] += x.norm(dim=-1).mean(0).float().cpu()
+
+        def hidden_hook(mod, args, out):
+            hidden.add_(out.abs().reshape(-1, out.shape[-1]).mean(0).float().cpu())
+
+        def layer_hook(mod, args, kwargs, out, i=i):
+            x = args[0] if args else kwargs["hidden_states"]
+            y = out[0] if isinstance(out, tuple) else out
+            cos = torch.nn.functional.cosine_similarity(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), dim=-1)
+            influence[i] += (1 - cos).mean().float().cpu()
+
+        hooks += [
+            layer.mlp.down_proj.register_forward_pre_hook(ffn_hook),
+            layer.self_attn.o_proj.register_forward_pre_hook(head_hook),
+            layer.input_layernorm.register_forward_hook(hidden_hook),
+            layer.register_forward_hook(layer_hook, with_kwargs=True),
+        ]
+    try:
+        for start in range(0, len(calibration), batch):
+            model(input_ids=calibration[start : start + batch])
+    finally:
+        for h in hooks:
+            h.remove()
+    return Scores(ffn, _group_scores(head, heads, kv), hidden, influence)
+
+
+@torch.no_grad()
+def magnitude_scores(model, calibration: torch.Tensor | None = None) -> Scores:
+    """Weight-norm importance; layer scores still come from block influence when data is given."""
+    heads, kv, hd = _dims(model)
+    ffn, head = [], []
+    for layer in model.model.layers:
+        mlp, attn = layer.mlp, layer.self_attn
+        ffn.append(mlp.gate_proj.weight.norm(dim=1) + mlp.up_proj.weight.norm(dim=1) + mlp.down_proj.weight.norm(dim=0))
+        head.append(attn.o_proj.weight.reshape(-1, heads, hd).norm(dim=(0, 2)))
+    hidden = model.model.embed_tokens.weight.norm(dim=0)
+    layers = activation_scores(model, calibration).layers if calibration is not None else torch.ones(len(ffn))
+    return Scores(torch.stack(ffn), _group_scores(torch.stack(head), heads, kv), hidden, layers)
+
+
+def taylor_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
+    """First-order Taylor importance: |w · ∂L/∂w| summed per structure, L the LM loss on calibration."""
+    heads, kv, hd = _dims(model)
+    model.zero_grad(set_to_none=True)
+    for start in range(0, len(calibration), batch):
+        rows = calibration[start : start + batch]
+        model(input_ids=rows, labels=rows).loss.backward()
+
+    def saliency(w: torch.nn.Parameter) -> torch.Tensor:
+        return (w.detach() * w.grad).abs()
+
+    ffn, head = [], []
+    with torch.no_grad():
+        for layer in model.model.layers:
+            mlp, attn = layer.mlp, layer.self_attn
+            ffn.append(
+                saliency(mlp.gate_proj.weight).sum(1)
+                + saliency(mlp.up_proj.weight).sum(1)
+                + saliency(mlp.down_proj.weight).sum(0)
+            )
+            head.append(
+                saliency(attn.o_proj.weight).reshape(-1, heads, hd).sum(dim=(0, 2))
+                + saliency(attn.q_proj.weight).reshape(heads, hd, -1).sum(dim=(1, 2))
+            )
+        hidden = saliency(model.model.embed_tokens.weight).sum(0)
+    model.zero_grad(set_to_none=True)
+    layers = activation_scores(model, calibration).layers
+    return Scores(torch.stack(ffn), _group_scores(torch.stack(head), heads, kv), hidden, layers)
+
+
+CRITERIA = {"activation": activation_scores, "magnitude": magnitude_scores, "taylor": taylor_scores}
+
+
+def score(model, calibration: torch.Tensor | None, criterion: str = "activation") -> Scores:
+    """Importance scores by the named criterion (activation | magnitude | taylor)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+    if calibration is None and criterion != "magnitude":
+        raise ValueError(f"criterion {criterion!r} needs calibration data")
+    return CRITERIA[criterion](model, calibration)
