@@ -81,14 +81,20 @@ def _compile(template: str) -> Any:
 
 
 def chat_format_of(backend: Any) -> ChatFormat:
-    """Find the chat template of a loaded backend: its own attributes first, then the files it came from."""
-    template = getattr(backend, "chat_template", None) or backend.info.extra.get("chat_template")
-    if template:
-        return ChatFormat(template, _text(getattr(backend, "bos_token", "")), _text(getattr(backend, "eos_token", "")))
+    """The chat template of a loaded backend: its own attributes first, then the files it came from.
+
+    BOS/EOS texts a backend does not publish are read from its files too, since templates use them.
+    """
     path = Path(backend.info.path)
-    if path.is_file() and path.suffix != ".onnx":
-        return gguf_chat_format(path)
-    return folder_chat_format(path if path.is_dir() else path.parent)
+    from_files = gguf_chat_format(path) if path.is_file() and path.suffix != ".onnx" else None
+    if from_files is None:
+        from_files = folder_chat_format(path if path.is_dir() else path.parent)
+    template = getattr(backend, "chat_template", None) or backend.info.extra.get("chat_template")
+    return ChatFormat(
+        template or from_files.template,
+        _text(getattr(backend, "bos_token", None)) or from_files.bos_token,
+        _text(getattr(backend, "eos_token", None)) or from_files.eos_token,
+    )
 
 
 def folder_chat_format(folder: Path) -> ChatFormat:
