@@ -1,0 +1,66 @@
+"""Pick the quantization level for a device: least quality loss that fits and is fast enough.
+
+Speed is the measured decode rate when the benchmark ran on the device itself; otherwise it is
+predicted from the target's memory bandwidth (roofline), and the recommendation says which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekit.plan import RUNTIME_OVERHEAD_BYTES
+from edgekit.targets import TargetProfile
+
+
+def predicted_speed(result: dict[str, Any], target: TargetProfile) -> float:
+    """Roofline decode tokens/s on the target: its bandwidth ÷ (weights + KV bytes per token)."""
+    per_token = result["file_size_bytes"] + result.get("kv_bytes", 0)
+    return target.hardware.memory_bandwidth_gbs * 1e9 / per_token
+
+
+def predicted_memory(result: dict[str, Any]) -> int:
+    """Bytes the model needs: the measured peak RSS if known, else weights + KV + runtime overhead."""
+    return int(
+        result.get("peak_rss_bytes") or result["file_size_bytes"] + result.get("kv_bytes", 0) + RUNTIME_OVERHEAD_BYTES
+    )
+
+
+def _loss(result: dict[str, Any]) -> float:
+    """Quality loss used for ranking: mean KL vs the fp model (smaller is better)."""
+    return float(result.get("quality", {}).get("vs_fp", {}).get("mean_kl", float("inf")))
+
+
+def recommend(results: dict[str, Any], target: TargetProfile, on_device: bool = False) -> dict[str, Any]:
+    """The recommended result among ``results["results"]``, with a one-sentence reason."""
+    basis = "measured" if on_device else "predicted"
+    budget = target.budget.memory_mb * 2**20
+    floor = target.budget.min_decode_tokens_per_s
+    candidates = []
+    for r in results["results"]:
+        if r.get("error"):
+            continue
+        speed = r["decode_tokens_per_s"]["median"] if on_device else predicted_speed(r, target)
+        memory = predicted_memory(r)
+        if memory <= budget and speed >= floor:
+            candidates.append((r, speed, memory))
+    if not candidates:
+        return {
+            "artifact": None,
+            "quant": None,
+            "basis": basis,
+            "reason": f"no level fits {target.budget.memory_mb:,.0f} MiB at ≥ {floor:g} tokens/s on {target.name}",
+        }
+    best, speed, memory = min(candidates, key=lambda c: (_loss(c[0]), c[0]["file_size_bytes"]))
+    reason = (
+        f"{best['quant']} has the lowest KL to the fp model ({_loss(best):.2e} nats/token) among the levels "
+        f"that fit {target.name}'s {target.budget.memory_mb:,.0f} MiB budget ({memory / 2**20:,.0f} MiB) at "
+        f"{speed:,.1f} tokens/s {basis} (minimum {floor:g})"
+    )
+    return {
+        "artifact": best.get("bundle_path", best["artifact"]),
+        "quant": best["quant"],
+        "basis": basis,
+        "reason": reason,
+        "decode_tokens_per_s": speed,
+        "memory_bytes": memory,
+    }

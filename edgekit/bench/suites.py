@@ -1,0 +1,58 @@
+"""Benchmark suites: TOML files in bench/suites/, validated (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgekit.errors import ConfigError, InputError, Problem
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    prompt_lengths: Annotated[list[PositiveInt], Field(min_length=1)]
+    new_tokens: PositiveInt
+    repeats: PositiveInt
+    warmup: Annotated[int, Field(ge=0)] = 1
+    quality_tokens: Annotated[int, Field(ge=0)] = 1024  # held-out tokens for ppl / KL / top-1 (0: skip)
+    export_ladder: bool = False  # export the target's ladder first (quant-sweep)
+
+
+def suites_dir() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "bench" / "suites"
+
+
+def list_suites() -> list[str]:
+    return sorted(p.stem for p in suites_dir().glob("*.toml"))
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A suite by name ("quick") or path; every problem reported at once with file and key."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = suites_dir() / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise InputError(name_or_path, f"no such suite; shipped suites: {', '.join(list_suites())}")
+    try:
+        return Suite.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(str(path), "", f"not valid TOML ({exc})")]) from None
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    ".".join(map(str, e["loc"])),
+                    "unknown key" if e["type"] == "extra_forbidden" else e["msg"],
+                )
+                for e in exc.errors()
+            ]
+        ) from None
