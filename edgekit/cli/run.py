@@ -1,9 +1,126 @@
-"""CLI commands for this area (registered by ``edgekit.cli``)."""
+"""``edgekit run`` and ``edgekit chat``: talk to an artifact from the terminal (registered by ``edgekit.cli``)."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import typer
+from rich.console import Console
+
+# Options shared by run and chat; each maps to one argument of edgekit.load or EdgeModel.generate.
+_BACKEND = typer.Option("auto", "--backend", help="auto, llama.cpp, onnxruntime or torch.")
+_TARGET = typer.Option(None, "--target", help="Target profile name or TOML path: threads, GPU offload, EP.")
+_MAX_TOKENS = typer.Option(128, "--max-tokens", min=1, help="Most tokens to generate per reply.")
+_TEMPERATURE = typer.Option(0.0, "--temperature", min=0.0, help="0 is greedy; higher samples more freely.")
+_TOP_P = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (1 disables).")
+_TOP_K = typer.Option(0, "--top-k", min=0, help="Sample among the K likeliest tokens (0 disables).")
+_SEED = typer.Option(None, "--seed", help="Seed for sampling, for repeatable output.")
+_THREADS = typer.Option(None, "--threads", min=1, help="CPU threads (overrides the target profile).")
+_N_CTX = typer.Option(None, "--n-ctx", min=1, help="Context length in tokens (overrides the target profile).")
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def run(
+    artifact: Path = typer.Argument(..., help="GGUF file, ONNX folder, HF folder or bundle folder."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue."),
+    backend: str = _BACKEND,
+    target: str | None = _TARGET,
+    max_tokens: int = _MAX_TOKENS,
+    temperature: float = _TEMPERATURE,
+    top_p: float = _TOP_P,
+    top_k: int = _TOP_K,
+    seed: int | None = _SEED,
+    stop: list[str] | None = typer.Option(None, "--stop", help="Stop before this text (repeatable; \\n is a newline)."),
+    threads: int | None = _THREADS,
+    n_ctx: int | None = _N_CTX,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, tokens, speed) at the end."),
+) -> None:
+    """Generate a continuation of PROMPT with ARTIFACT, streaming it to the terminal."""
+    import edgekit
+
+    out, err = _out(), Console(stderr=True, highlight=False)
+    stops = [_unescape(s) for s in stop] if stop else None
+    sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stops)
+    with edgekit.load(artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx) as model:
+        if as_json:
+            text = model.generate(prompt, max_tokens=max_tokens, **sampling)
+            print(json.dumps({"text": text, **_stats(model)}))
+            return
+        for piece in model.stream(prompt, max_tokens=max_tokens, **sampling):
+            out.print(piece, end="", markup=False)
+        out.print()
+        s = _stats(model)
+        err.print(
+            f"[dim]{s['generated_tokens']} tokens, {s['decode_tokens_per_s']:.1f} tokens/s decode, "
+            f"first token {s['first_token_ms']:.0f} ms ({model.info.backend}, {model.info.quantization})[/]"
+        )
+
+
+def chat(
+    artifact: Path = typer.Argument(..., help="GGUF file, ONNX folder, HF folder or bundle folder."),
+    system: str | None = typer.Option(None, "--system", help="System message that starts the conversation."),
+    backend: str = _BACKEND,
+    target: str | None = _TARGET,
+    max_tokens: int = _MAX_TOKENS,
+    temperature: float = _TEMPERATURE,
+    top_p: float = _TOP_P,
+    top_k: int = _TOP_K,
+    seed: int | None = _SEED,
+    threads: int | None = _THREADS,
+    n_ctx: int | None = _N_CTX,
+) -> None:
+    """Chat with ARTIFACT: one user message per line of input, /exit (or end of input) quits.
+
+    The model sees the whole conversation through its chat template. Works with piped input (no TTY).
+    """
+    import edgekit
+
+    out = _out()
+    interactive = sys.stdin.isatty()
+    history = [{"role": "system", "content": system}] if system else []
+    sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    with edgekit.load(artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx) as model:
+        if interactive:
+            out.print(f"[dim]{model.info.format} {model.info.quantization} on {model.info.backend}; /exit quits[/]")
+        while True:
+            if interactive:
+                out.print("[bold cyan]>[/] ", end="")
+            line = sys.stdin.readline()
+            if not line or line.strip() == "/exit":
+                break
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line.rstrip("\n")})
+            reply = []
+            for piece in model.stream(history, max_tokens=max_tokens, **sampling):
+                out.print(piece, end="", markup=False)
+                reply.append(piece)
+            out.print()
+            history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _unescape(text: str) -> str:
+    """Let ``--stop "\\n\\n"`` mean two newlines, as users type it in a shell."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _stats(model) -> dict[str, float]:
+    s = model.last_stats
+    return {
+        "prompt_tokens": s.prompt_tokens,
+        "generated_tokens": s.generated_tokens,
+        "first_token_ms": s.first_token_s * 1000,
+        "total_s": s.total_s,
+        "decode_tokens_per_s": s.decode_tokens_per_s,
+    }
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app``."""
+    """Add ``run`` and ``chat`` to ``app``."""
+    app.command("run")(run)
+    app.command("chat")(chat)
