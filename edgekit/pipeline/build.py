@@ -7,7 +7,6 @@ them, and a build for another target reuses the target-independent stages.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
