@@ -67,3 +67,30 @@ def make_tiny_hf(tmp_path_factory, bpe_tokenizer, sp_tokenizer):
 def tiny_llama_dir(make_tiny_hf) -> Path:
     """The default tiny model: Llama, byte-level BPE, 2 layers, hidden 256, GQA 4:2."""
     return make_tiny_hf("llama")
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_dir(tmp_path_factory, bpe_tokenizer) -> Path:
+    """The default tiny Llama after a few seconds of next-token training on the built-in corpus.
+
+    A random model's next-token distribution is nearly flat, so top-1 agreement between it and a
+    quantized copy is decided by ties; after a little training the outputs are peaked like a real
+    model's, and quality thresholds mean something.
+    """
+    from edgekit.data import pack, split_documents, tokenize_documents
+
+    tok = bpe_tokenizer
+    model = tiny_model(TinySpec(arch="llama", vocab_size=len(tok)))
+    model.config.bos_token_id, model.config.eos_token_id = tok.bos_token_id, tok.eos_token_id
+    model.config.pad_token_id = tok.pad_token_id
+    train, _ = split_documents(builtin_documents()[:600])
+    rows = pack(tokenize_documents(tok, train), 64, 256)
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(60):
+        batch = rows[(step * 8) % (len(rows) - 8) :][:8]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return save_model(model, tok, tmp_path_factory.mktemp("tiny-trained") / "model")

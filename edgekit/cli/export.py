@@ -16,7 +16,7 @@ def _split(levels: str) -> list[str]:
 
 
 def export(
-    model: Path = typer.Argument(..., help="Hugging Face model folder (safetensors)."),
+    model: str = typer.Argument(..., help="Hugging Face model folder or Hub id (safetensors), or 'demo'."),
     fmt: str = typer.Option("gguf", "--format", "-f", help="gguf or onnx."),
     quant: str = typer.Option(
         None,
@@ -38,9 +38,11 @@ def export(
 
     GGUF K-quants (Q4_K_M, Q5_K_M, ...) use an importance matrix computed in PyTorch from calibration text. Every file gets a JSON sidecar with its sha256, source, quantization, imatrix provenance and verification results. Exits 3 if a file fails verification.
     """
+    from edgekit.pipeline.teacher import resolve_teacher
     from edgekit.targets import load_target
 
     profile = load_target(target) if target else None
+    model = Path(resolve_teacher(model).path)
     levels = _split(quant) if quant else (profile.ladder(fmt) if profile else [])
     levels = levels or (["F16"] if fmt == "gguf" else ["fp32"])
     if fmt == "gguf":
