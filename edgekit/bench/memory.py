@@ -1,8 +1,9 @@
 """Peak resident memory of the current process, sampled by a background thread.
 
 psutil's RSS is sampled every ``interval`` seconds; the OS's own high-water mark
-(``getrusage().ru_maxrss``) is reported beside it as a cross-check, since a short spike can fall
-between samples.
+(``VmHWM`` on Linux) is reported beside it as a cross-check, since a short spike can fall between
+samples. ``ru_maxrss`` is not used on Linux: a child started by fork keeps its parent's high-water
+mark across exec, so a small child of a large harness would report the harness's size.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ class PeakMemory:
 
     @staticmethod
     def os_max_rss_bytes() -> int:
-        """The kernel's high-water mark for this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
-        value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        """The kernel's high-water mark of this process's memory (VmHWM), else ru_maxrss."""
+        try:
+            with open("/proc/self/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
         return int(value if sys.platform == "darwin" else value * 1024)

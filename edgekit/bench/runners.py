@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -26,9 +27,25 @@ def _parse(stdout: str, artifact: str, stderr: str, code: int) -> dict[str, Any]
 
 
 def run_local(
-    spec: dict[str, Any], *, cores: int | None = None, memory_bytes: int | None = None, timeout: float = 1800
+    spec: dict[str, Any],
+    *,
+    cores: int | None = None,
+    memory_bytes: int | None = None,
+    timeout: float = 1800,
+    limited_timeout: float = 600,
 ) -> dict[str, Any]:
-    """Run ``edgekit.bench.child`` in a fresh process; ``cores`` pins affinity, ``memory_bytes`` caps RLIMIT_AS."""
+    """Run ``edgekit.bench.child`` in a fresh process; ``cores`` pins affinity, ``memory_bytes`` is the budget.
+
+    Under a budget the answer is "does not fit" (``fits: False`` with the reason) rather than a crash:
+    a file larger than the budget is refused without running; otherwise the child runs capped at the
+    budget plus an allowance for the interpreter (RLIMIT_AS), and a measured peak RSS over the budget,
+    an allocation failure, a kill or a stall (``limited_timeout``) all report as not fitting.
+    """
+    artifact = Path(spec["artifact"])
+    if memory_bytes:
+        size = _artifact_bytes(artifact)
+        if size > memory_bytes:
+            return _does_not_fit(spec, f"the weights alone ({size / 2**20:,.1f} MiB) exceed the budget", memory_bytes)
 
     def limit() -> None:  # runs in the child before exec
         if cores and hasattr(os, "sched_setaffinity"):
@@ -46,13 +63,39 @@ def run_local(
             [sys.executable, "-m", "edgekit.bench.child", fh.name],
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=min(timeout, limited_timeout) if memory_bytes else timeout,
             preexec_fn=limit,
             env=env,
         )
+    except subprocess.TimeoutExpired as exc:
+        if not memory_bytes:
+            return {"artifact": spec["artifact"], "error": f"timed out after {exc.timeout:.0f} s", "fits": None}
+        return _does_not_fit(spec, f"stalled under the memory cap for {exc.timeout:.0f} s", memory_bytes)
     finally:
         os.unlink(fh.name)
-    return _parse(proc.stdout, spec["artifact"], proc.stderr, proc.returncode)
+    result = _parse(proc.stdout, spec["artifact"], proc.stderr, proc.returncode)
+    if memory_bytes:
+        peak = result.get("peak_rss_bytes") or 0
+        if result.get("error") or result.get("fits") is False:
+            return _does_not_fit(spec, result.get("error") or "allocation failed", memory_bytes)
+        result["fits"] = peak <= memory_bytes
+        if not result["fits"]:
+            result["fit_note"] = f"peak RSS {peak / 2**20:,.1f} MiB exceeds the budget {memory_bytes / 2**20:,.1f} MiB"
+    return result
+
+
+def _artifact_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _does_not_fit(spec: dict[str, Any], why: str, budget: int) -> dict[str, Any]:
+    return {
+        "artifact": spec["artifact"],
+        "fits": False,
+        "error": f"does not fit in {budget / 2**20:,.1f} MiB: {why}",
+    }
 
 
 def run_ssh(
@@ -66,32 +109,42 @@ def run_ssh(
     timeout: float = 3600,
     extra_ssh: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Push the artifact to ``host``, run the child there (edgekit installed remotely), pull the JSON back."""
-    opts = ["-p", str(port), "-o", "BatchMode=yes", *(["-i", identity] if identity else []), *(extra_ssh or [])]
-    scp_opts = ["-P", str(port), "-o", "BatchMode=yes", *(["-i", identity] if identity else []), *(extra_ssh or [])]
+    """Push the artifact to ``host``, run the child there (edgekit installed remotely), pull the JSON back.
+
+    Only ``ssh`` is needed on this side and ``tar`` on both (no scp/sftp subsystem). ssh hands the
+    remote side one command string, so every remote argument is quoted; nothing the user typed is
+    ever interpreted by a shell.
+    """
+    ssh = ["ssh", "-p", str(port), "-o", "BatchMode=yes", *(["-i", identity] if identity else []), *(extra_ssh or [])]
+
+    def remote(*argv: str, **kwargs: Any) -> subprocess.CompletedProcess:
+        command = " ".join(shlex.quote(a) for a in argv)
+        return subprocess.run([*ssh, host, command], capture_output=True, **kwargs)
+
     artifact = Path(spec["artifact"])
-    subprocess.run(["ssh", *opts, host, "mkdir", "-p", remote_dir], check=True, capture_output=True, timeout=60)
-    subprocess.run(
-        ["scp", *scp_opts, "-r", "-q", str(artifact), f"{host}:{remote_dir}/"],
-        check=True,
-        capture_output=True,
-        timeout=timeout,
+    try:
+        remote("mkdir", "-p", "--", remote_dir, check=True, timeout=60)
+        with subprocess.Popen(
+            ["tar", "-C", str(artifact.parent), "-cf", "-", "--", artifact.name], stdout=subprocess.PIPE
+        ) as tar:
+            copy = subprocess.run(
+                [*ssh, host, " ".join(shlex.quote(a) for a in ("tar", "-C", remote_dir, "-xf", "-"))],
+                stdin=tar.stdout,
+                capture_output=True,
+                timeout=timeout,
+            )
+        if copy.returncode or tar.returncode:
+            raise subprocess.CalledProcessError(copy.returncode or tar.returncode, "tar | ssh", stderr=copy.stderr)
+        remote_spec = {**spec, "artifact": f"{remote_dir}/{artifact.name}"}
+        spec_path = f"{remote_dir}/spec.json"
+        remote("sh", "-c", 'cat > "$0"', spec_path, input=json.dumps(remote_spec).encode(), check=True, timeout=60)
+        proc = remote(python, "-m", "edgekit.bench.child", spec_path, timeout=timeout)
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] or [f"exit {exc.returncode}"]
+        return {"artifact": spec["artifact"], "host": host, "error": f"ssh {host}: {detail[0]}", "fits": None}
+    except subprocess.TimeoutExpired as exc:
+        return {"artifact": spec["artifact"], "host": host, "error": f"ssh {host}: timed out after {exc.timeout:.0f} s"}
+    result = _parse(
+        proc.stdout.decode(errors="replace"), remote_spec["artifact"], proc.stderr.decode(), proc.returncode
     )
-    remote_spec = {**spec, "artifact": f"{remote_dir}/{artifact.name}"}
-    spec_path = f"{remote_dir}/spec.json"
-    subprocess.run(
-        ["ssh", *opts, host, "sh", "-c", f"cat > {spec_path}"],
-        input=json.dumps(remote_spec),
-        text=True,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    proc = subprocess.run(
-        ["ssh", *opts, host, python, "-m", "edgekit.bench.child", spec_path],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    result = _parse(proc.stdout, remote_spec["artifact"], proc.stderr, proc.returncode)
     return {**result, "artifact": spec["artifact"], "host": host}
