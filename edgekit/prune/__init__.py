@@ -1,11 +1,11 @@
-"""Structured pruning: importance scores, surgery on HF models, plans."""
+"""Structured pruning: importance scores, surgery on HF models, plans, schedules, sparsity."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from edgekit.prune.importance import Scores, score
-from edgekit.prune.plan import PrunePlan, select
+from edgekit.prune.plan import PrunePlan, budget_plan, planned_config, select
 from edgekit.prune.surgery import Keep, apply_keep
 
 
@@ -33,4 +33,14 @@ def prune_model(model, plan: PrunePlan, calibration_ids=None, criterion: str = "
     return pruned, report
 
 
-__all__ = ["Keep", "PrunePlan", "Scores", "apply_keep", "prune_model", "score", "select"]
+__all__ = [
+    "Keep",
+    "PrunePlan",
+    "Scores",
+    "apply_keep",
+    "budget_plan",
+    "planned_config",
+    "prune_model",
+    "score",
+    "select",
+]
