@@ -1,6 +1,6 @@
 """What to remove: ratios per structure (or a budget) turned into kept indices by score.
 
-Sizes are rounded *down* to hardware-friendly multiples: llama.cpp K-quants pack 256 weights per
+Sizes are rounded to the *nearest* hardware-friendly multiple (at least one): llama.cpp K-quants pack 256 weights per
 super-block along a row, so every matrix's input width (hidden, intermediate, heads × head_dim)
 must be a multiple of 256 for Q4_K / Q5_K / Q6_K to apply instead of a fallback type.
 """
@@ -22,7 +22,7 @@ STRUCTURES = ("ffn", "heads", "query_heads", "hidden")  # the width ratios a bud
 
 @dataclass(frozen=True)
 class PrunePlan:
-    """Fractions removed per structure; sizes are rounded down to multiples of ``round_to``."""
+    """Fractions removed per structure; kept sizes are rounded to the nearest multiple of ``round_to``."""
 
     ffn: float = 0.0  # of FFN channels (gate/up/down together), in every layer
     heads: float = 0.0  # of KV groups (with their query heads), in every layer
@@ -41,19 +41,22 @@ class PrunePlan:
 
 
 def kept_size(size: int, ratio: float, round_to: int) -> int:
-    """How many of ``size`` units survive removing ``ratio``, rounded down to ``round_to`` (>= one unit)."""
+    """How many of ``size`` units survive removing ``ratio``, rounded to the nearest multiple of ``round_to``
+    (at least one multiple, at most ``size``). Nearest, not down: 768 at ratio 0.34 keeps 512, not 256."""
     if ratio == 0:
         return size
-    kept = int(size * (1.0 - ratio)) // round_to * round_to
-    return max(min(round_to, size), kept)
+    kept = round(size * (1.0 - ratio) / round_to) * round_to
+    return min(size, max(min(round_to, size), kept))
 
 
 def _kept_count(total: int, ratio: float, width: int, round_to: int) -> int:
-    """Kept heads or groups (each ``width`` columns wide): the largest count <= the ratio's whose width
-    is a multiple of ``round_to``; unrounded when no count can be."""
-    want = max(1, round(total * (1.0 - ratio)))
-    fitting = [n for n in range(want, 0, -1) if (n * width) % round_to == 0]
-    return fitting[0] if fitting else want
+    """Kept heads or groups (each ``width`` columns wide): the count nearest the ratio's (ties: fewer) whose
+    width is a multiple of ``round_to``; unrounded when no count can be."""
+    want = total * (1.0 - ratio)
+    fitting = [n for n in range(1, total + 1) if (n * width) % round_to == 0]
+    if not fitting:
+        return max(1, round(want))
+    return min(fitting, key=lambda n: (abs(n - want), n))
 
 
 def kept_attention(config, plan: PrunePlan) -> tuple[int, int]:
