@@ -42,21 +42,21 @@ class PrunePlan:
 
 def kept_size(size: int, ratio: float, round_to: int) -> int:
     """How many of ``size`` units survive removing ``ratio``, rounded to the nearest multiple of ``round_to``
-    (at least one multiple, at most ``size``). Nearest, not down: 768 at ratio 0.34 keeps 512, not 256."""
+    (at least one multiple, at most ``size``; ties keep more). Nearest, not down: 768 at 0.34 keeps 512, not 256."""
     if ratio == 0:
         return size
-    kept = round(size * (1.0 - ratio) / round_to) * round_to
+    kept = math.floor(size * (1.0 - ratio) / round_to + 0.5) * round_to  # ties keep more (gentler)
     return min(size, max(min(round_to, size), kept))
 
 
 def _kept_count(total: int, ratio: float, width: int, round_to: int) -> int:
-    """Kept heads or groups (each ``width`` columns wide): the count nearest the ratio's (ties: fewer) whose
+    """Kept heads or groups (each ``width`` columns wide): the count nearest the ratio's (ties: more) whose
     width is a multiple of ``round_to``; unrounded when no count can be."""
     want = total * (1.0 - ratio)
     fitting = [n for n in range(1, total + 1) if (n * width) % round_to == 0]
     if not fitting:
         return max(1, round(want))
-    return min(fitting, key=lambda n: (abs(n - want), n))
+    return min(fitting, key=lambda n: (abs(n - want), -n))
 
 
 def kept_attention(config, plan: PrunePlan) -> tuple[int, int]:
