@@ -58,7 +58,7 @@ def prune(
     iterations: int = typer.Option(1, "--iterations", help="Reach the final shape in this many prune(+recover) steps."),
     sparsity: float = typer.Option(0.0, "--sparsity", help="Then zero this fraction of projection weights (storage)."),
     two_four: bool = typer.Option(
-        False, "--2:4", help="Then apply 2:4 semi-structured sparsity (storage, no speedup)."
+        False, "--two-four", "--2-4", help="Then apply 2:4 semi-structured sparsity (storage, no speedup)."
     ),
     analyze: bool = typer.Option(False, "--analyze", help="Print per-layer/head/channel scores and save a plot."),
     plot: Path = typer.Option(None, "--plot", help="Where --analyze saves its PNG (default: OUT/importance.png)."),

@@ -1,0 +1,93 @@
+"""``edgekit prune`` on a tiny model: ratios, budgets, analysis, recovery, sparsity, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from edgekit.cli import prune as prune_cli
+from edgekit.errors import ConfigError
+from edgekit.models import count_parameters, load_model
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    app = typer.Typer()
+    prune_cli.register(app)
+    app.command("noop", hidden=True)(lambda: None)  # keep `prune` a named subcommand
+    return app
+
+
+def _run(app, *args: str):
+    result = CliRunner().invoke(app, ["prune", *args, "--calibration-sequences", "2"])
+    if result.exception and not isinstance(result.exception, (ConfigError, SystemExit)):
+        raise result.exception
+    return result
+
+
+def test_cli_prune_saves_model_with_rounded_shapes_when_ratios_given(app, tiny_llama_dir, tmp_path):
+    out = tmp_path / "pruned"
+    result = _run(app, str(tiny_llama_dir), "-o", str(out), "--ffn", "0.5", "--heads", "0.5", "--round-to", "128")
+    assert result.exit_code == 0, result.output
+    model = load_model(out)
+    c = model.config
+    assert (c.intermediate_size, c.num_key_value_heads, c.num_attention_heads, c.hidden_size) == (256, 1, 2, 256)
+    report = json.loads((out / "prune-report.json").read_text())
+    assert report["after"]["parameters"] == count_parameters(model) < report["before"]["parameters"]
+    assert "held-out ppl" in result.output and (out / "tokenizer.json").is_file()
+
+
+def test_cli_prune_meets_parameter_budget_when_params_given(app, tiny_llama_dir, tmp_path):
+    out = tmp_path / "budget"
+    result = _run(app, str(tiny_llama_dir), "-o", str(out), "--params", "0.9M", "--importance", "magnitude")
+    assert result.exit_code == 0, result.output
+    assert 0.85e6 < count_parameters(load_model(out)) <= 0.9e6
+
+
+def test_cli_prune_analyze_prints_scores_and_saves_plot_without_pruning(app, tiny_llama_dir, tmp_path):
+    plot = tmp_path / "scores.png"
+    result = _run(app, str(tiny_llama_dir), "--analyze", "--importance", "loo", "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    assert "layer score" in result.output and "hidden channels" in result.output
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_cli_prune_recovers_after_each_iteration_and_applies_2_4(app, tiny_llama_dir, tmp_path):
+    from edgekit.prune.sparsity import is_2_4
+
+    out = tmp_path / "iter"
+    args = [str(tiny_llama_dir), "-o", str(out), "--ffn", "0.5", "--iterations", "2", "--recover-steps", "1"]
+    result = _run(app, *args, "--two-four")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "prune-report.json").read_text())
+    assert [s["shape"]["intermediate"] for s in report["steps"]] == [384, 256]
+    assert report["recover_steps"] == 1 and report["projection_sparsity"] == pytest.approx(0.5)
+    assert is_2_4(load_model(out).model.layers[0].mlp.down_proj.weight)
+
+
+def test_cli_prune_reports_every_bad_option_at_once(app, tiny_llama_dir):
+    result = _run(app, str(tiny_llama_dir), "--ffn", "1.5", "--importance", "guess", "--target", "raspberry-pi-5")
+    assert isinstance(result.exception, ConfigError)
+    keys = [p.key for p in result.exception.problems]
+    assert keys == ["--out", "--ffn", "--importance", "--target/--level", "--budget-on"]
+
+
+def test_cli_prune_prints_one_line_errors_and_exits_2_when_run_from_main(tiny_llama_dir, capsys):
+    from edgekit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", str(tiny_llama_dir), "--layers", "-1", "--out", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: edgekit prune: --layers: -1 must be >= 0"]
+
+
+def test_cli_prune_help_teaches_budgets_gqa_and_recovery(app):
+    result = CliRunner().invoke(app, ["prune", "--help"])
+    text = " ".join(result.output.split())
+    for phrase in ("--params", "--target", "num_kv_heads", "--recover-steps", "K-quant", "no speedup"):
+        assert phrase in text
