@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=1, help="whole layers removed besides the width budget")
     parser.add_argument("--distill", default="activation,taylor", help="criteria whose pruned model is distilled")
     parser.add_argument("--out", type=Path, default=Path("bench-prune.json"))
+    parser.add_argument("--ablation", action="store_true", help="instead: width-only and iterative (2 steps) arms")
     args = parser.parse_args()
     torch.set_num_threads(2)
     folder = demo_teacher(progress=False)
@@ -57,6 +58,10 @@ def main() -> None:
     teacher_logits = model_logits(teacher, heldout)
     total = count_parameters(teacher)
     plan = budget_plan(teacher.config, params_fit(total // 2), ("ffn", "hidden"), PrunePlan(layers=args.layers))
+    if args.ablation:
+        results = ablation(teacher, teacher_logits, train, heldout, calibration, args)
+        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        return
     results = {"teacher": {"parameters": total, **held_out(teacher_logits, teacher, heldout)}, "plan": plan.__dict__}
     pruned_models = {}
     for criterion in CRITERIA:
@@ -85,6 +90,32 @@ def main() -> None:
     results["shape"] = {k: getattr(scratch.config, k) for k in shape}
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(json.dumps(results, indent=2, default=str))
+
+
+def ablation(teacher, teacher_logits, train, heldout, calibration, args) -> dict:
+    """Same half-size budget and distillation steps: width only (no layer removed), and iterative
+    (two prune steps, each followed by half the steps) against the one-shot run of ``main``."""
+    from edgekit.prune.schedule import distill_recovery, iterative_prune
+
+    total = count_parameters(teacher)
+    results = {}
+    width = budget_plan(teacher.config, params_fit(total // 2), ("ffn", "hidden"))
+    model, _ = prune_model(teacher, width, calibration, criterion="activation")
+    after = held_out(teacher_logits, model, heldout)
+    results["width-only/activation"] = {"parameters": count_parameters(model), **after}
+    results["width-only/activation+distill"] = recover(teacher, model, train, heldout, args.steps, args.lr)
+    print(results, flush=True)
+    plan = budget_plan(teacher.config, params_fit(total // 2), ("ffn", "hidden"), PrunePlan(layers=args.layers))
+    fix = distill_recovery(teacher, train, args.steps // 2, lr=args.lr)
+    started = time.perf_counter()
+    model, _ = iterative_prune(teacher, plan, calibration, criterion="activation", iterations=2, recover=fix)
+    results["iterative-2/activation+distill"] = {
+        "parameters": count_parameters(model),
+        "seconds": round(time.perf_counter() - started, 1),
+        **evaluate(teacher_logits, model, heldout),
+    }
+    print(results, flush=True)
+    return results
 
 
 if __name__ == "__main__":

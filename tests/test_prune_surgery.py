@@ -145,8 +145,9 @@ def test_gqa_heads_stay_multiple_of_kv_heads_and_head_dim_kept_when_heads_pruned
     _logits(pruned, _ids())  # runs
 
 
-def test_layer_indices_config_and_kv_cache_agree_when_layers_removed():
-    model = tiny_model(num_layers=4)
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_layer_indices_config_and_kv_cache_agree_when_layers_removed(arch):
+    model = tiny_model(arch=arch, num_layers=4)
     pruned, report = prune_model(model, PrunePlan(layers=2), _ids(2, 16), criterion="block")
     assert pruned.config.num_hidden_layers == len(pruned.model.layers) == 2
     assert [layer.self_attn.layer_idx for layer in pruned.model.layers] == [0, 1]
@@ -158,6 +159,8 @@ def test_layer_indices_config_and_kv_cache_agree_when_layers_removed():
     with torch.no_grad():
         out = pruned(input_ids=prompt, use_cache=True)
     assert len(out.past_key_values.layers) == 2
+    if getattr(pruned.config, "layer_types", None) is not None:
+        assert len(pruned.config.layer_types) == 2
 
 
 def test_apply_keep_raises_value_error_when_layers_keep_different_sizes():

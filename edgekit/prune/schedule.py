@@ -72,15 +72,23 @@ def iterative_prune(
 def distill_recovery(
     teacher, train_ids: torch.Tensor, steps: int, lr: float = 3e-4, batch_size: int = 8, heldout_ids=None, seed: int = 0
 ) -> Recover:
-    """A ``recover`` callable: ``steps`` of distillation from ``teacher`` on rows ``train_ids`` [n, seq]."""
+    """A ``recover`` callable: ``steps`` of distillation from ``teacher`` on rows ``train_ids`` [n, seq].
+
+    Each call uses the next seed, so successive recovery rounds see different batches.
+    """
+    from dataclasses import replace
+
     from edgekit.distill import DistillConfig, distill
 
     warmup = min(DistillConfig.warmup_steps, max(1, steps // 10))
     config = DistillConfig(
         steps=steps, batch_size=batch_size, lr=lr, seq_len=train_ids.shape[1], seed=seed, warmup_steps=warmup
     )
+    calls = [0]
 
     def recover(model):
-        return distill(teacher, model, train_ids, config, heldout_ids=heldout_ids, progress=False).student.eval()
+        round_config = replace(config, seed=config.seed + calls[0])
+        calls[0] += 1
+        return distill(teacher, model, train_ids, round_config, heldout_ids=heldout_ids, progress=False).student.eval()
 
     return recover
