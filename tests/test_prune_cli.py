@@ -91,3 +91,10 @@ def test_cli_prune_help_teaches_budgets_gqa_and_recovery(app):
     text = " ".join(result.output.split())
     for phrase in ("--params", "--target", "num_kv_heads", "--recover-steps", "K-quant", "no speedup"):
         assert phrase in text
+
+
+def test_cli_prune_refuses_to_remove_every_layer(app, tiny_llama_dir, tmp_path):
+    result = _run(app, str(tiny_llama_dir), "-o", str(tmp_path / "x"), "--layers", "2")
+    assert isinstance(result.exception, ConfigError)
+    assert "would leave none of 2" in str(result.exception)
+    assert not (tmp_path / "x").exists()

@@ -160,3 +160,24 @@ def test_plot_scores_writes_png_when_analyzed(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = summary_rows(scores)
     assert [r["layer"] for r in rows] == [0, 1] and len(rows[0]["heads"].split()) == 4
+
+
+def test_distill_recovery_uses_a_fresh_seed_each_round(monkeypatch):
+    import edgekit.distill
+    from edgekit.prune.schedule import distill_recovery
+
+    seen = []
+
+    class Result:
+        def __init__(self, student):
+            self.student = student
+
+    def fake_distill(teacher, student, train, config, **kwargs):
+        seen.append((config.seed, config.steps, config.warmup_steps))
+        return Result(student)
+
+    monkeypatch.setattr(edgekit.distill, "distill", fake_distill)
+    recover = distill_recovery(object(), _calib(8, 16), steps=30, seed=5)
+    model = tiny_model(num_layers=1)
+    assert recover(recover(model)) is model
+    assert seen == [(5, 30, 3), (6, 30, 3)]

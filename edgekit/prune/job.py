@@ -68,6 +68,10 @@ def resolve_plan(config, ratios: dict[str, float], layers: int, round_to: int, b
     """The plan from fixed ratios, or the gentlest one meeting ``budget`` (ConfigError when none can)."""
     from edgekit.prune.plan import budget_plan, params_fit, target_fit
 
+    if layers >= config.num_hidden_layers:
+        raise ConfigError([Problem(SOURCE, "--layers", f"{layers} would leave none of {config.num_hidden_layers}")])
+    if round_to < 1:
+        raise ConfigError([Problem(SOURCE, "--round-to", f"{round_to} must be >= 1")])
     base = PrunePlan(layers=layers, round_to=round_to, **ratios)
     if budget is None:
         return base
