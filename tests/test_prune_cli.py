@@ -53,6 +53,8 @@ def test_cli_prune_analyze_prints_scores_and_saves_plot_without_pruning(app, tin
     assert result.exit_code == 0, result.output
     assert "layer score" in result.output and "hidden channels" in result.output
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    detail = json.loads(plot.with_suffix(".json").read_text())
+    assert len(detail["ffn"]) == 2 and len(detail["ffn"][0]) == 512 and len(detail["heads"][0]) == 4
     assert not (tmp_path / "config.json").exists()
 
 

@@ -60,7 +60,9 @@ def prune(
     two_four: bool = typer.Option(
         False, "--two-four", "--2-4", help="Then apply 2:4 semi-structured sparsity (storage, no speedup)."
     ),
-    analyze: bool = typer.Option(False, "--analyze", help="Print per-layer/head/channel scores and save a plot."),
+    analyze: bool = typer.Option(
+        False, "--analyze", help="Print per-layer/head/channel scores; save a plot and every score as JSON."
+    ),
     plot: Path = typer.Option(None, "--plot", help="Where --analyze saves its PNG (default: OUT/importance.png)."),
 ) -> None:
     """Remove attention heads, FFN channels, layers or hidden width by importance and save an ordinary HF model.
@@ -121,8 +123,9 @@ def prune(
 
 
 def _analyze(model, tokenizer, importance: str, calibration, rows: int, plot: Path) -> None:
+    from edgekit.fileio import write_json_atomic
     from edgekit.prune import score
-    from edgekit.prune.analyze import hidden_quantiles, plot_scores, summary_rows
+    from edgekit.prune.analyze import hidden_quantiles, plot_scores, scores_dict, summary_rows
     from edgekit.prune.job import calibration_rows
 
     scores = score(model, calibration_rows(tokenizer, calibration, rows), importance)
@@ -142,6 +145,8 @@ def _analyze(model, tokenizer, importance: str, calibration, rows: int, plot: Pa
     q = hidden_quantiles(scores)
     console.print("hidden channels: " + ", ".join(f"{k} {v:.3g}" for k, v in q.items()))
     console.print(f"[green]wrote[/] {plot_scores(scores, plot, title=f'importance: {importance}')}")
+    detail = write_json_atomic(plot.with_suffix(".json"), {"criterion": importance, **scores_dict(scores)})
+    console.print(f"[green]wrote[/] {detail} (every layer, head and channel score)")
 
 
 def _print_report(report: dict, source: str, out: Path) -> None:

@@ -38,6 +38,13 @@ def hidden_quantiles(scores: Scores) -> dict[str, float]:
     return dict(zip(("min", "q25", "median", "q75", "max"), (float(v) for v in q), strict=True))
 
 
+def scores_dict(scores: Scores) -> dict[str, list]:
+    """Every score as nested lists (JSON-able): the per-channel detail the table summarizes."""
+    fields = {"layers": scores.layers, "groups": scores.groups, "heads": scores.heads}
+    fields.update(ffn=scores.ffn, hidden=scores.hidden)
+    return {k: v.float().tolist() for k, v in fields.items() if v is not None}
+
+
 def plot_scores(scores: Scores, path: str | Path, title: str = "importance") -> Path:
     """Save a 4-panel PNG: layer scores, head scores [layer × head], sorted FFN scores per layer, hidden."""
     import matplotlib
