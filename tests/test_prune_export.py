@@ -81,3 +81,26 @@ def test_pruned_demo_teacher_q4_k_m_passes_default_gate_when_exported(tmp_path):
     (q4,) = export_gguf(folder, tmp_path / "gguf", ["Q4_K_M"], progress=False)
     result = verify_artifact(q4, folder, level="Q4_K_M", max_tokens=512)
     assert result.passed, result.table()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("arch", "plan"),
+    [
+        ("qwen2", PrunePlan(heads=0.5, hidden=0.5, layers=1)),  # heads × head_dim stays = hidden (llama.cpp qwen2)
+        ("mistral", PrunePlan(query_heads=0.5, hidden=0.5, layers=1)),  # head_dim 64 with 2 heads over hidden 256
+    ],
+)
+def test_pruned_qwen2_and_mistral_export_to_gguf_and_onnx_that_verify(make_tiny_hf, tmp_path, arch, plan):
+    from edgekit.export.gguf import export_gguf
+    from edgekit.export.onnx import export_onnx
+
+    source = make_tiny_hf(arch, "sp", hidden_size=512, intermediate_size=512, num_heads=8, num_kv_heads=4)
+    model, tokenizer = load_model(source), load_tokenizer(source)
+    pruned, _ = prune_model(model, plan, tokenizer(["x = 1\n" * 40], return_tensors="pt")["input_ids"])
+    folder = save_model(pruned, tokenizer, tmp_path / "model")
+    (gguf_file,) = export_gguf(folder, tmp_path / "gguf", ["F32"], progress=False)
+    (onnx_dir,) = export_onnx(folder, tmp_path / "onnx", ["fp32"], progress=False)
+    for artifact, level in ((gguf_file, "F32"), (onnx_dir, "fp32")):
+        report = verify_artifact(artifact, folder, level=level, max_tokens=256)
+        assert report.passed, f"{arch} {level}\n{report.table()}"

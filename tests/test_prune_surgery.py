@@ -119,7 +119,7 @@ def test_parameter_count_equals_prediction_when_every_structure_pruned(arch, tie
     model = tiny_model(arch=arch, num_layers=3, num_heads=8, num_kv_heads=4, tie_word_embeddings=tied)
     plan = PrunePlan(ffn=0.5, heads=0.5, query_heads=0.5, layers=1, hidden=0.25)
     calib = _ids(4, 16)
-    pruned, report = prune_model(model, plan, calib, criterion="activation")
+    pruned, report = prune_model(model, plan, calib, criterion="activation", check_gguf=False)
     predicted = planned_config(model.config, plan)
     assert count_parameters(pruned) == count_params(predicted) == count_params(pruned.config)
     assert report["parameters_after"] == count_parameters(pruned) < report["parameters_before"]
@@ -178,3 +178,14 @@ def test_apply_keep_leaves_source_model_untouched_when_pruning():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     prune_model(model, PrunePlan(ffn=0.5, hidden=0.5), _ids(2, 16))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_prune_refuses_qwen2_shape_llama_cpp_cannot_load_unless_check_disabled():
+    from edgekit.errors import UnsupportedModelError
+
+    model = tiny_model(arch="qwen2", num_heads=8, num_kv_heads=4)
+    with pytest.raises(UnsupportedModelError, match="heads × head_dim = 256 but hidden = 128"):
+        prune_model(model, PrunePlan(hidden=0.5), _ids(2, 16))
+    pruned, _ = prune_model(model, PrunePlan(hidden=0.5, heads=0.5), _ids(2, 16))
+    assert pruned.config.num_attention_heads * pruned.config.head_dim == pruned.config.hidden_size == 128
+    assert prune_model(model, PrunePlan(hidden=0.5), _ids(2, 16), check_gguf=False)[0].config.hidden_size == 128

@@ -60,6 +60,9 @@ def prune(
     two_four: bool = typer.Option(
         False, "--two-four", "--2-4", help="Then apply 2:4 semi-structured sparsity (storage, no speedup)."
     ),
+    gguf_check: bool = typer.Option(
+        True, "--gguf-check/--no-gguf-check", help="Refuse shapes llama.cpp cannot load (skip for ONNX-only use)."
+    ),
     analyze: bool = typer.Option(
         False, "--analyze", help="Print per-layer/head/channel scores; save a plot and every score as JSON."
     ),
@@ -118,6 +121,7 @@ def prune(
         two_four=two_four,
         model=loaded,
         tokenizer=tokenizer,
+        check_gguf=gguf_check,
     )
     _print_report(report, source, out)
 

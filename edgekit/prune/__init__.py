@@ -9,10 +9,19 @@ from edgekit.prune.plan import PrunePlan, budget_plan, planned_config, select
 from edgekit.prune.surgery import Keep, apply_keep
 
 
-def prune_model(model, plan: PrunePlan, calibration_ids=None, criterion: str = "activation") -> tuple[Any, dict]:
-    """Score structures on calibration rows [n, seq], cut by ``plan``; returns (pruned model, report)."""
-    from edgekit.models import count_parameters
+def prune_model(
+    model, plan: PrunePlan, calibration_ids=None, criterion: str = "activation", *, check_gguf: bool = True
+) -> tuple[Any, dict]:
+    """Score structures on calibration rows [n, seq], cut by ``plan``; returns (pruned model, report).
 
+    ``check_gguf`` refuses, before any work, a plan whose result llama.cpp could not load.
+    """
+    from edgekit.errors import UnsupportedModelError
+    from edgekit.models import count_parameters
+    from edgekit.prune.compat import gguf_problems
+
+    if check_gguf and (problems := gguf_problems(planned_config(model.config, plan))):
+        raise UnsupportedModelError(problems[0])
     scores = score(model, calibration_ids, criterion)
     keep = select(scores, plan, model.config)
     pruned = apply_keep(model, keep)

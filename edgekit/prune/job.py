@@ -122,6 +122,7 @@ def prune_folder(
     two_four: bool = False,
     model=None,
     tokenizer=None,
+    check_gguf: bool = True,
 ) -> dict[str, Any]:
     """Prune the model at ``source`` by ``plan`` and save it (with its tokenizer) to ``out``; returns a report.
 
@@ -143,7 +144,9 @@ def prune_folder(
 
         teacher = _frozen_copy(model)  # the unpruned model teaches its pruned self
         recover = distill_recovery(teacher, training_set(tokenizer, 256, 512), recover_steps)
-    pruned, steps = iterative_prune(model, plan, calib, criterion=criterion, iterations=iterations, recover=recover)
+    pruned, steps = iterative_prune(
+        model, plan, calib, criterion=criterion, iterations=iterations, recover=recover, check_gguf=check_gguf
+    )
     sparse = semi_structured_2_4(pruned) if two_four else magnitude_sparsify(pruned, sparsity) if sparsity else 0.0
     report = {
         "source": str(source),

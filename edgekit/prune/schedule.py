@@ -49,20 +49,26 @@ def iterative_prune(
     criterion: str = "activation",
     iterations: int = 1,
     recover: Recover | None = None,
+    check_gguf: bool = True,
 ) -> tuple[Any, list[dict]]:
     """Prune to ``plan``'s final shape in ``iterations`` steps, calling ``recover`` after each step.
 
     Returns (model, one report per step). With ``iterations=1`` and no ``recover`` this is
     ``prune_model``; the result has exactly ``planned_config(model.config, plan)``'s shape.
     """
+    from edgekit.errors import UnsupportedModelError
     from edgekit.prune import prune_model
+    from edgekit.prune.compat import gguf_problems
 
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     start, final = model.config, planned_config(model.config, plan)
+    if check_gguf and (problems := gguf_problems(final)):  # intermediate shapes are never exported
+        raise UnsupportedModelError(problems[0])
     reports = []
     for k in range(1, iterations + 1):
-        model, report = prune_model(model, step_plan(model.config, start, final, k, iterations), calibration, criterion)
+        step = step_plan(model.config, start, final, k, iterations)
+        model, report = prune_model(model, step, calibration, criterion, check_gguf=False)
         if recover is not None:
             model = recover(model)
         reports.append({"step": k, **report})
