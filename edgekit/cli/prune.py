@@ -108,6 +108,7 @@ def prune(
     if not cutting:
         return
     plan = resolve_plan(loaded.config, ratios, layers, round_to or default_round_to(level), budget)
+    _print_plan(loaded.config, plan)
     report = prune_folder(
         source,
         out,
@@ -151,6 +152,19 @@ def _analyze(model, tokenizer, importance: str, calibration, rows: int, plot: Pa
     console.print(f"[green]wrote[/] {plot_scores(scores, plot, title=f'importance: {importance}')}")
     detail = write_json_atomic(plot.with_suffix(".json"), {"criterion": importance, **scores_dict(scores)})
     console.print(f"[green]wrote[/] {detail} (every layer, head and channel score)")
+
+
+def _print_plan(config, plan) -> None:
+    from edgekit.plan import count_params
+    from edgekit.prune.plan import STRUCTURES, planned_config
+
+    cut = [f"{name} {getattr(plan, name):.1%}" for name in STRUCTURES if getattr(plan, name)]
+    cut += [f"layers {plan.layers}"] if plan.layers else []
+    shape = planned_config(config, plan)
+    console.print(
+        f"plan: remove {', '.join(cut) or 'nothing'} (round to {plan.round_to}) → "
+        f"{count_params(shape):,} parameters predicted"
+    )
 
 
 def _print_report(report: dict, source: str, out: Path) -> None:
