@@ -102,3 +102,22 @@ def test_cli_prune_refuses_to_remove_every_layer(app, tiny_llama_dir, tmp_path):
     assert isinstance(result.exception, ConfigError)
     assert "would leave none of 2" in str(result.exception)
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_prune_fits_target_memory_at_level_when_target_budget_given(app, tiny_llama_dir, tmp_path):
+    from edgekit.plan import plan_level
+    from edgekit.targets import load_target, resolve_target_path
+
+    text = resolve_target_path("raspberry-pi-5").read_text()
+    profile = tmp_path / "tight.toml"  # 69.5 MiB: the tiny model needs 69.8 MiB at Q4_K_M
+    profile.write_text(text.replace('name = "raspberry-pi-5"', 'name = "tight"').replace("5000", "69.5", 1))
+    target = load_target(profile)
+    source = load_model(tiny_llama_dir)
+    assert not plan_level(source.config, target, "Q4_K_M").fits
+    out = tmp_path / "fit"
+    args = [str(tiny_llama_dir), "-o", str(out), "--target", str(profile), "--level", "Q4_K_M", "--round-to", "1"]
+    result = _run(app, *args)
+    assert result.exit_code == 0, result.output
+    pruned = load_model(out)
+    assert plan_level(pruned.config, target, "Q4_K_M").fits
+    assert count_parameters(pruned) < count_parameters(source)

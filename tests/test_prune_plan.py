@@ -181,3 +181,14 @@ def test_distill_recovery_uses_a_fresh_seed_each_round(monkeypatch):
     model = tiny_model(num_layers=1)
     assert recover(recover(model)) is model
     assert seen == [(5, 30, 3), (6, 30, 3)]
+
+
+def test_magnitude_without_data_ranks_layer_that_writes_nothing_last():
+    model = tiny_model(num_layers=3)
+    with torch.no_grad():
+        model.model.layers[2].self_attn.o_proj.weight.zero_()
+        model.model.layers[2].mlp.down_proj.weight.zero_()
+    scores = score(model, None, "magnitude")
+    assert int(scores.layers.argmin()) == 2
+    pruned, report = prune_model(model, PrunePlan(layers=1), None, criterion="magnitude")
+    assert report["layers_kept"] == [0, 1]
