@@ -190,5 +190,5 @@ def test_magnitude_without_data_ranks_layer_that_writes_nothing_last():
         model.model.layers[2].mlp.down_proj.weight.zero_()
     scores = score(model, None, "magnitude")
     assert int(scores.layers.argmin()) == 2
-    pruned, report = prune_model(model, PrunePlan(layers=1), None, criterion="magnitude")
+    _, report = prune_model(model, PrunePlan(layers=1), None, criterion="magnitude")
     assert report["layers_kept"] == [0, 1]
