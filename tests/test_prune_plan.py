@@ -192,3 +192,10 @@ def test_magnitude_without_data_ranks_layer_that_writes_nothing_last():
     assert int(scores.layers.argmin()) == 2
     _, report = prune_model(model, PrunePlan(layers=1), None, criterion="magnitude")
     assert report["layers_kept"] == [0, 1]
+
+
+def test_taylor_group_scores_add_the_groups_own_key_value_rows_to_its_heads():
+    model = tiny_model(num_layers=1, num_heads=4, num_kv_heads=2)
+    scores = score(model, _calib(2, 16), "taylor")
+    heads_only = scores.heads[0].reshape(2, 2).sum(-1)
+    assert bool((scores.groups[0] > heads_only * 1.001).all())

@@ -117,10 +117,12 @@ def taylor_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
     def saliency(w: torch.nn.Parameter) -> torch.Tensor:
         return (w.detach() * w.grad).abs()
 
-    ffn, head = [], []
+    ffn, head, kv_own = [], [], []
     with torch.no_grad():
         for layer in model.model.layers:
             mlp, attn = layer.mlp, layer.self_attn
+            # a KV group also owns its k/v rows, which its query heads' scores do not count
+            kv_own.append(sum(saliency(p.weight).reshape(kv, -1).sum(1) for p in (attn.k_proj, attn.v_proj)))
             ffn.append(
                 saliency(mlp.gate_proj.weight).sum(1)
                 + saliency(mlp.up_proj.weight).sum(1)
@@ -134,7 +136,8 @@ def taylor_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
     model.zero_grad(set_to_none=True)
     layers = activation_scores(model, calibration).layers
     head = torch.stack(head)
-    return Scores(torch.stack(ffn), _group_scores(head, heads, kv), hidden, layers, head)
+    groups = _group_scores(head, heads, kv) + torch.stack(kv_own)
+    return Scores(torch.stack(ffn), groups, hidden, layers, head)
 
 
 @torch.no_grad()
