@@ -54,10 +54,12 @@ def plot_scores(scores: Scores, path: str | Path, title: str = "importance") -> 
 
     heads = scores.heads if scores.heads is not None else scores.groups
     fig, ax = plt.subplots(2, 2, figsize=(11, 7))
-    ax[0, 0].bar(range(len(scores.layers)), scores.layers.float().numpy())
-    ax[0, 0].set(title="layers (higher = keep)", xlabel="layer")
+    n_layers, n_heads = heads.shape
+    ax[0, 0].bar(range(n_layers), scores.layers.float().numpy())
+    # symlog: one layer (often the first) can matter orders of magnitude more than the rest
+    ax[0, 0].set(title="layers (higher = keep)", xlabel="layer", yscale="symlog", xticks=range(n_layers))
     image = ax[0, 1].imshow(heads.float().numpy(), aspect="auto", cmap="viridis")
-    ax[0, 1].set(title="query heads", xlabel="head", ylabel="layer")
+    ax[0, 1].set(title="query heads", xlabel="head", ylabel="layer", xticks=range(n_heads), yticks=range(n_layers))
     fig.colorbar(image, ax=ax[0, 1])
     for i, row in enumerate(scores.ffn.float()):
         ax[1, 0].plot(torch.sort(row, descending=True).values.numpy(), label=f"layer {i}")
