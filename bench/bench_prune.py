@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--distill", default="activation,taylor", help="criteria whose pruned model is distilled")
     parser.add_argument("--out", type=Path, default=Path("bench-prune.json"))
     parser.add_argument("--ablation", action="store_true", help="instead: width-only and iterative (2 steps) arms")
+    parser.add_argument("--spread", type=int, default=0, help="instead: (i) on N disjoint calibration sets")
     args = parser.parse_args()
     torch.set_num_threads(2)
     folder = demo_teacher(progress=False)
@@ -58,6 +59,10 @@ def main() -> None:
     teacher_logits = model_logits(teacher, heldout)
     total = count_parameters(teacher)
     plan = budget_plan(teacher.config, params_fit(total // 2), ("ffn", "hidden"), PrunePlan(layers=args.layers))
+    if args.spread:
+        results = spread(teacher, teacher_logits, train, heldout, plan, args.spread)
+        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        return
     if args.ablation:
         results = ablation(teacher, teacher_logits, train, heldout, calibration, args)
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -90,6 +95,20 @@ def main() -> None:
     results["shape"] = {k: getattr(scratch.config, k) for k in shape}
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(json.dumps(results, indent=2, default=str))
+
+
+def spread(teacher, teacher_logits, train, heldout, plan, sets: int) -> dict:
+    """Held-out ppl right after pruning, per criterion, on ``sets`` disjoint 16-row calibration sets:
+    how much of the difference between criteria is the calibration sample."""
+    results = {}
+    for criterion in CRITERIA:
+        ppl = []
+        for k in range(sets):
+            model, _ = prune_model(teacher, plan, train[16 * k : 16 * (k + 1)], criterion=criterion)
+            ppl.append(held_out(teacher_logits, model, heldout)["ppl"])
+        results[criterion] = {"ppl": ppl, "min": min(ppl), "max": max(ppl), "mean": round(sum(ppl) / sets, 2)}
+        print(criterion, results[criterion], flush=True)
+    return results
 
 
 def ablation(teacher, teacher_logits, train, heldout, calibration, args) -> dict:
