@@ -80,6 +80,14 @@ def test_cli_prune_reports_every_bad_option_at_once(app, tiny_llama_dir):
     assert keys == ["--out", "--ffn", "--importance", "--target/--level", "--budget-on"]
 
 
+def test_cli_prune_reports_bad_level_and_schedule_options_before_loading(app, tiny_llama_dir):
+    args = ["--params", "1M", "--level", "Q9", "--iterations", "0", "--sparsity", "0.5", "--two-four", "-o", "x"]
+    result = _run(app, str(tiny_llama_dir), *args)
+    assert isinstance(result.exception, ConfigError)
+    keys = [p.key for p in result.exception.problems]
+    assert keys == ["--target/--level", "--level", "--iterations", "--sparsity/--two-four"]
+
+
 def test_cli_prune_prints_one_line_errors_and_exits_2_when_run_from_main(tiny_llama_dir, capsys):
     from edgekit.cli import main
 

@@ -77,7 +77,15 @@ def prune(
     Example: edgekit prune demo --out pruned --params 2.6M --importance taylor --recover-steps 100
     """
     from edgekit.errors import ConfigError, Problem
-    from edgekit.prune.job import Budget, default_round_to, option_problems, parse_count, prune_folder, resolve_plan
+    from edgekit.prune.job import (
+        Budget,
+        default_round_to,
+        option_problems,
+        parse_count,
+        prune_folder,
+        resolve_plan,
+        schedule_problems,
+    )
 
     ratios = {"ffn": ffn, "heads": heads, "query_heads": query_heads, "hidden": hidden}
     budget = None
@@ -96,6 +104,7 @@ def prune(
     if cutting and out is None:
         problems.append(Problem("edgekit prune", "--out", "required to save the pruned model"))
     problems += option_problems(ratios, layers, budget, importance)
+    problems += schedule_problems(iterations, recover_steps, sparsity, two_four)
     if problems:
         raise ConfigError(problems)
     source = _source(model)

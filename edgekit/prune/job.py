@@ -36,6 +36,20 @@ def parse_count(text: str) -> int:
     return int(float(m.group(1)) * _SUFFIX[m.group(2).lower()])
 
 
+def schedule_problems(iterations: int, recover_steps: int, sparsity: float, two_four: bool) -> list[Problem]:
+    """Invalid schedule or sparsity options."""
+    problems = []
+    if iterations < 1:
+        problems.append(Problem(SOURCE, "--iterations", f"{iterations} must be >= 1"))
+    if recover_steps < 0:
+        problems.append(Problem(SOURCE, "--recover-steps", f"{recover_steps} must be >= 0"))
+    if not 0.0 <= sparsity < 1.0:
+        problems.append(Problem(SOURCE, "--sparsity", f"{sparsity} must be in [0, 1)"))
+    if sparsity and two_four:
+        problems.append(Problem(SOURCE, "--sparsity/--two-four", "choose one sparsity pattern"))
+    return problems
+
+
 def option_problems(ratios: dict[str, float], layers: int, budget: Budget | None, criterion: str) -> list[Problem]:
     """Every invalid option (the caller raises them together as one ConfigError)."""
     problems = [Problem(SOURCE, f"--{k.replace('_', '-')}", f"{v} must be in [0, 1)") for k, v in ratios.items()]
@@ -49,6 +63,13 @@ def option_problems(ratios: dict[str, float], layers: int, budget: Budget | None
             problems.append(Problem(SOURCE, "--params", "give a parameter budget or --target/--level, not both"))
         if bool(budget.target) != bool(budget.level):
             problems.append(Problem(SOURCE, "--target/--level", "a target budget needs both a target and a level"))
+        if budget.level:
+            from edgekit.formats import level as level_info
+
+            try:
+                level_info(budget.level)
+            except KeyError as exc:
+                problems.append(Problem(SOURCE, "--level", str(exc).strip("'\"")))
         bad = sorted(set(budget.structures) - set(STRUCTURES))
         if bad or not budget.structures:
             problems.append(Problem(SOURCE, "--budget-on", f"{bad or 'nothing'}; choose from {', '.join(STRUCTURES)}"))
@@ -59,9 +80,10 @@ def option_problems(ratios: dict[str, float], layers: int, budget: Budget | None
 
 def default_round_to(level: str | None) -> int:
     """256 when the level is a K-quant (rows must hold whole 256-weight super-blocks), else 1."""
-    from edgekit.formats import level as level_info
+    from edgekit.formats import LEVELS
 
-    return 256 if level and level_info(level).k_quant else 1
+    info = next((q for name, q in LEVELS.items() if level and name.lower() == level.lower()), None)
+    return 256 if info is not None and info.k_quant else 1
 
 
 def resolve_plan(config, ratios: dict[str, float], layers: int, round_to: int, budget: Budget | None) -> PrunePlan:
