@@ -47,6 +47,7 @@ def test_cli_prune_meets_parameter_budget_when_params_given(app, tiny_llama_dir,
     params = count_parameters(load_model(out))
     assert 0.85e6 < params <= 0.9e6
     assert f"{params:,} parameters predicted" in result.output
+    assert "not multiples of 256" in " ".join(result.output.split())  # the teacher's were: warn
 
 
 def test_cli_prune_analyze_prints_scores_and_saves_plot_without_pruning(app, tiny_llama_dir, tmp_path):

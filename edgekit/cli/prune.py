@@ -165,6 +165,7 @@ def _analyze(model, tokenizer, importance: str, calibration, rows: int, plot: Pa
 
 def _print_plan(config, plan) -> None:
     from edgekit.plan import count_params
+    from edgekit.prune.compat import k_quant_misfits
     from edgekit.prune.plan import STRUCTURES, planned_config
 
     cut = [f"{name} {getattr(plan, name):.1%}" for name in STRUCTURES if getattr(plan, name)]
@@ -174,6 +175,13 @@ def _print_plan(config, plan) -> None:
         f"plan: remove {', '.join(cut) or 'nothing'} (round to {plan.round_to}) → "
         f"{count_params(shape):,} parameters predicted"
     )
+    misfits = k_quant_misfits(shape)
+    if misfits and not k_quant_misfits(config):
+        sizes = ", ".join(f"{name} {width}" for name, width in misfits.items())
+        console.print(
+            f"[yellow]note:[/] {sizes} not multiples of 256: GGUF K-quants (Q4_K_M, ...) will fall back to F16 "
+            "for those matrices; use --round-to 256 to keep them quantizable"
+        )
 
 
 def _print_report(report: dict, source: str, out: Path) -> None:

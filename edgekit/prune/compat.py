@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from edgekit.prune.surgery import head_dim
 
+QK_K = 256  # llama.cpp K-quant super-block: weights per row must be a multiple of this
+
 # model_type -> why num_heads × head_dim must equal hidden_size for its GGUF to load
 Q_WIDTH_IS_HIDDEN = {
     "qwen2": "llama.cpp's qwen2 loader sizes attn_q and attn_output as hidden × hidden",
@@ -25,3 +27,14 @@ def gguf_problems(config) -> list[str]:
             "or skip this check if you export only ONNX"
         ]
     return []
+
+
+def k_quant_misfits(config) -> dict[str, int]:
+    """Matrix input widths that are not multiples of 256: llama.cpp stores those matrices in a
+    fallback type (F16 / Q8_0 / Q5_0) instead of the K-quant asked for, so the file stays large."""
+    widths = {
+        "hidden": config.hidden_size,
+        "intermediate": config.intermediate_size,
+        "heads × head_dim": config.num_attention_heads * head_dim(config),
+    }
+    return {name: width for name, width in widths.items() if width % QK_K}
