@@ -54,7 +54,7 @@ class PruneSection(_Strict):
     heads: Ratio = 0.0  # fraction of attention heads removed (whole KV groups kept consistent)
     layers: Annotated[int, Field(ge=0)] = 0  # whole decoder layers removed
     hidden: Ratio = 0.0  # fraction of hidden width removed
-    criterion: Literal["activation", "magnitude", "taylor"] = "activation"
+    criterion: Literal["activation", "magnitude", "taylor", "block", "loo"] = "activation"
     round_to: PositiveInt | None = None  # None: 256 when the target uses K-quants, else 1
     calibration_sequences: PositiveInt = 16
 

@@ -72,16 +72,13 @@ def predicted_student_config(teacher_config: Any, config: BuildConfig, round_to:
     if config.distill.enabled:
         c.num_hidden_layers = config.distill.student_layers or c.num_hidden_layers
         c.hidden_size = config.distill.student_hidden or c.hidden_size
-    if config.prune.enabled:
-        c.num_hidden_layers = max(1, c.num_hidden_layers - config.prune.layers)
-        c.intermediate_size = _shrink(c.intermediate_size, config.prune.ffn, round_to)
-        c.hidden_size = _shrink(c.hidden_size, config.prune.hidden, round_to)
+    if config.prune.enabled:  # the same size arithmetic the prune stage uses
+        from edgekit.prune.plan import PrunePlan, planned_config
+
+        p = config.prune
+        layers = min(p.layers, c.num_hidden_layers - 1)
+        c = planned_config(c, PrunePlan(ffn=p.ffn, heads=p.heads, layers=layers, hidden=p.hidden, round_to=round_to))
     return c
-
-
-def _shrink(size: int, ratio: float, round_to: int) -> int:
-    kept = int(size * (1.0 - ratio))
-    return max(round_to, kept // round_to * round_to)
 
 
 def check_fits(student_config: Any, profile: TargetProfile, model: str) -> list[Any]:

@@ -1,18 +1,27 @@
-"""Structured pruning: importance scores, surgery on HF models, plans."""
+"""Structured pruning: importance scores, surgery on HF models, plans, schedules, sparsity."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from edgekit.prune.importance import Scores, score
-from edgekit.prune.plan import PrunePlan, select
+from edgekit.prune.plan import PrunePlan, budget_plan, planned_config, select
 from edgekit.prune.surgery import Keep, apply_keep
 
 
-def prune_model(model, plan: PrunePlan, calibration_ids=None, criterion: str = "activation") -> tuple[Any, dict]:
-    """Score structures on calibration rows [n, seq], cut by ``plan``; returns (pruned model, report)."""
-    from edgekit.models import count_parameters
+def prune_model(
+    model, plan: PrunePlan, calibration_ids=None, criterion: str = "activation", *, check_gguf: bool = True
+) -> tuple[Any, dict]:
+    """Score structures on calibration rows [n, seq], cut by ``plan``; returns (pruned model, report).
 
+    ``check_gguf`` refuses, before any work, a plan whose result llama.cpp could not load.
+    """
+    from edgekit.errors import UnsupportedModelError
+    from edgekit.models import count_parameters
+    from edgekit.prune.compat import gguf_problems
+
+    if check_gguf and (problems := gguf_problems(planned_config(model.config, plan))):
+        raise UnsupportedModelError(problems[0])
     scores = score(model, calibration_ids, criterion)
     keep = select(scores, plan, model.config)
     pruned = apply_keep(model, keep)
@@ -33,4 +42,14 @@ def prune_model(model, plan: PrunePlan, calibration_ids=None, criterion: str = "
     return pruned, report
 
 
-__all__ = ["Keep", "PrunePlan", "Scores", "apply_keep", "prune_model", "score", "select"]
+__all__ = [
+    "Keep",
+    "PrunePlan",
+    "Scores",
+    "apply_keep",
+    "budget_plan",
+    "planned_config",
+    "prune_model",
+    "score",
+    "select",
+]

@@ -4,14 +4,17 @@ Criteria:
 * activation (Minitron): mean |activation| flowing through the structure on calibration text;
 * magnitude: L2 norm of the weights that belong to the structure (no data needed);
 * taylor: |w · ∂L/∂w| summed over the structure's weights (first-order estimate of the loss change);
-* block influence (ShortGPT): 1 − cos(layer input, layer output); small means the layer barely acts.
+* block influence (ShortGPT): 1 − cos(layer input, layer output); small means the layer barely acts;
+* loo: leave-one-layer-out perplexity change on calibration text (the direct, slower layer measure).
 
 Every score is "higher = keep". Shapes: ffn [layers, intermediate], groups [layers, kv_heads],
-hidden [hidden], layers [layers].
+heads [layers, heads], hidden [hidden], layers [layers]. Criteria "block" and "loo" name how layers
+are scored; widths are then scored by activation.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +25,8 @@ class Scores:
     ffn: torch.Tensor  # [layers, intermediate]
     groups: torch.Tensor  # [layers, kv_heads]
     hidden: torch.Tensor  # [hidden]
-    layers: torch.Tensor  # [layers] block influence
+    layers: torch.Tensor  # [layers] block influence (or perplexity increase for loo)
+    heads: torch.Tensor | None = None  # [layers, heads] per query head
 
 
 def _dims(model) -> tuple[int, int, int]:
@@ -77,7 +81,7 @@ def activation_scores(model, calibration: torch.Tensor, batch: int = 4) -> Score
     finally:
         for h in hooks:
             h.remove()
-    return Scores(ffn, _group_scores(head, heads, kv), hidden, influence)
+    return Scores(ffn, _group_scores(head, heads, kv), hidden, influence, head)
 
 
 @torch.no_grad()
@@ -90,8 +94,16 @@ def magnitude_scores(model, calibration: torch.Tensor | None = None) -> Scores:
         ffn.append(mlp.gate_proj.weight.norm(dim=1) + mlp.up_proj.weight.norm(dim=1) + mlp.down_proj.weight.norm(dim=0))
         head.append(attn.o_proj.weight.reshape(-1, heads, hd).norm(dim=(0, 2)))
     hidden = model.model.embed_tokens.weight.norm(dim=0)
-    layers = activation_scores(model, calibration).layers if calibration is not None else torch.ones(len(ffn))
-    return Scores(torch.stack(ffn), _group_scores(torch.stack(head), heads, kv), hidden, layers)
+    if calibration is not None:
+        layers = activation_scores(model, calibration).layers
+    else:  # without data: how strongly each layer writes into the residual stream
+        layers = torch.stack([_writes(layer) for layer in model.model.layers])
+    head = torch.stack(head)
+    return Scores(torch.stack(ffn), _group_scores(head, heads, kv), hidden, layers, head)
+
+
+def _writes(layer) -> torch.Tensor:
+    return layer.self_attn.o_proj.weight.norm() + layer.mlp.down_proj.weight.norm()
 
 
 def taylor_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
@@ -105,10 +117,12 @@ def taylor_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
     def saliency(w: torch.nn.Parameter) -> torch.Tensor:
         return (w.detach() * w.grad).abs()
 
-    ffn, head = [], []
+    ffn, head, kv_own = [], [], []
     with torch.no_grad():
         for layer in model.model.layers:
             mlp, attn = layer.mlp, layer.self_attn
+            # a KV group also owns its k/v rows, which its query heads' scores do not count
+            kv_own.append(sum(saliency(p.weight).reshape(kv, -1).sum(1) for p in (attn.k_proj, attn.v_proj)))
             ffn.append(
                 saliency(mlp.gate_proj.weight).sum(1)
                 + saliency(mlp.up_proj.weight).sum(1)
@@ -121,14 +135,57 @@ def taylor_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
         hidden = saliency(model.model.embed_tokens.weight).sum(0)
     model.zero_grad(set_to_none=True)
     layers = activation_scores(model, calibration).layers
-    return Scores(torch.stack(ffn), _group_scores(torch.stack(head), heads, kv), hidden, layers)
+    head = torch.stack(head)
+    groups = _group_scores(head, heads, kv) + torch.stack(kv_own)
+    return Scores(torch.stack(ffn), groups, hidden, layers, head)
 
 
-CRITERIA = {"activation": activation_scores, "magnitude": magnitude_scores, "taylor": taylor_scores}
+@torch.no_grad()
+def calibration_loss(model, calibration: torch.Tensor, batch: int = 4) -> float:
+    """Mean next-token cross-entropy (nats/token) over calibration rows [n, seq]."""
+    total, count = 0.0, 0
+    for start in range(0, len(calibration), batch):
+        rows = calibration[start : start + batch]
+        total += float(model(input_ids=rows, labels=rows).loss) * len(rows)
+        count += len(rows)
+    return total / count
+
+
+def _skip(module, args, kwargs, out):
+    """Forward hook that makes a decoder layer the identity (its input passes through)."""
+    x = args[0] if args else kwargs["hidden_states"]
+    return (x, *out[1:]) if isinstance(out, tuple) else x
+
+
+@torch.no_grad()
+def loo_scores(model, calibration: torch.Tensor) -> Scores:
+    """Layers by perplexity increase when each is skipped alone; widths by activation.
+
+    Costs one calibration pass per layer. ``layers[i]`` = ppl(without layer i) − ppl(full model).
+    """
+    base = activation_scores(model, calibration)
+    full = math.exp(calibration_loss(model, calibration))
+    increase = []
+    for layer in model.model.layers:
+        hook = layer.register_forward_hook(_skip, with_kwargs=True)
+        try:
+            increase.append(math.exp(calibration_loss(model, calibration)) - full)
+        finally:
+            hook.remove()
+    return Scores(base.ffn, base.groups, base.hidden, torch.tensor(increase), base.heads)
+
+
+CRITERIA = {
+    "activation": activation_scores,
+    "magnitude": magnitude_scores,
+    "taylor": taylor_scores,
+    "block": activation_scores,  # block influence for layers, activation for widths
+    "loo": loo_scores,
+}
 
 
 def score(model, calibration: torch.Tensor | None, criterion: str = "activation") -> Scores:
-    """Importance scores by the named criterion (activation | magnitude | taylor)."""
+    """Importance scores by the named criterion (activation | magnitude | taylor | block | loo)."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
     if calibration is None and criterion != "magnitude":
