@@ -42,7 +42,8 @@ def generate_responses(
     try:
         for start in range(_done(out), len(prompts), batch):
             chunk = list(prompts[start : start + batch])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            enc = tokenizer(chunk, return_tensors="pt", padding=True)
+            enc = {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
             torch.manual_seed(seed + start)
             sampling = {"do_sample": True, "top_k": 0} if do_sample else {"do_sample": False}
             ids = teacher.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling)
