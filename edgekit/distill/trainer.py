@@ -41,7 +41,7 @@ class DistillConfig:
     alpha: float = 0.5  # weight of hard-label CE; 1.0 = no teacher signal
     divergence: str = "forward_kl"  # forward_kl | reverse_kl | jsd
     beta: float = 0.5  # JSD mixture weight (divergence="jsd")
-    fused: bool = False  # KD loss from hidden states + lm_head, chunked: full logits never exist
+    fused: bool = False  # KD loss from hidden states + lm_head, chunked: full logits never exist (not with align)
     chunk: int = 1024  # tokens per chunk of the fused loss
     align: str = "none"  # none | mse | cosine: hidden-state alignment of mapped layers
     align_weight: float = 1.0
@@ -250,9 +250,15 @@ class _progress:
         )
         self.bar.start()
         task = self.bar.add_task("distill", total=self.total, completed=self.start, info="")
-        return lambda step, e: self.bar.update(
-            task, completed=step, info=f"loss {e['loss']:.3f}  {e['tokens_per_s']:.0f} tok/s"
-        )
+        last_kl: dict[str, str] = {"kl": ""}
+
+        def update(step: int, e: dict) -> None:
+            if "kl" in e:  # held-out KL is only known on evaluation steps; keep showing the latest
+                last_kl["kl"] = f"  held-out KL {e['kl']:.3f}"
+            info = f"loss {e['loss']:.3f}  {e['tokens_per_s']:.0f} tok/s{last_kl['kl']}"
+            self.bar.update(task, completed=step, info=info)
+
+        return update
 
     def __exit__(self, *exc):
         if self.enabled:
