@@ -40,7 +40,7 @@ def _data(tokenizer, seq_len: int, rows: int, heldout_rows: int):
     return train, heldout
 
 
-def quality(steps: int, seq_len: int, rows: int, batch: int) -> list[dict]:
+def quality(steps: int, seq_len: int, rows: int, batch: int, cache_ks: tuple[int, ...] = (64,), only_cache=False):
     """Held-out ppl / KL per method; every run starts from the same derived student."""
     from edgekit.demo import demo_teacher
     from edgekit.distill import DistillConfig, derive_student, distill
@@ -56,21 +56,24 @@ def quality(steps: int, seq_len: int, rows: int, batch: int) -> list[dict]:
     runs = [("hard labels only", replace(base, alpha=1.0), False)]
     runs += [(f"soft KD, T={t}", replace(base, alpha=0.0, temperature=float(t)), False) for t in (1, 2, 4, 8)]
     runs += [("combined α=0.5, T=2", replace(base, alpha=0.5, temperature=2.0), False)]
-    runs += [("soft KD from top-64 cache, T=1", replace(base, alpha=0.0, temperature=1.0), True)]
+    runs += [(f"soft KD from top-{k} cache, T=1", replace(base, alpha=0.0, temperature=1.0), k) for k in cache_ks]
+    if only_cache:
+        runs = [r for r in runs if r[2]]
     student0 = derive_student(teacher, num_layers=2)
     results = [{"method": "student at init (no training)", **evaluate(t_heldout, student0, heldout)}]
-    cache_dir = Path(tempfile.mkdtemp(prefix="edgekit-bench-cache-"))
     for name, config, from_cache in runs:
         student = derive_student(teacher, num_layers=2)
         started = time.perf_counter()
         if from_cache:
-            cache = build_topk_cache(teacher, train, cache_dir, k=64, shard_rows=32)
+            cache_dir = Path(tempfile.mkdtemp(prefix="edgekit-bench-cache-"))
+            cache = build_topk_cache(teacher, train, cache_dir, k=from_cache, shard_rows=32)
             distill(None, student, train, config, topk_cache=cache, progress=False)
         else:
             distill(teacher, student, train, config, progress=False)
         entry = {"method": name, **evaluate(t_heldout, student, heldout), "seconds": time.perf_counter() - started}
         if from_cache:
-            entry["cache_bytes_per_token"] = cache.bytes_per_token
+            tail = torch.cat([cache.batch(torch.arange(i, min(i + 32, len(cache))))["tail"] for i in (0, 32)])
+            entry.update(cache_bytes_per_token=cache.bytes_per_token, mean_tail_mass=float(tail.mean()))
         results.append(entry)
         print(json.dumps(entry), flush=True)
     return results
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache-k", type=int, nargs="+", default=[64], help="K of each top-K cache run")
+    parser.add_argument("--only-cache", action="store_true", help="run only the cache rows")
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--hidden", type=int, default=256)
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.what == "quality":
-        results = quality(args.steps, args.seq_len, args.rows, args.batch)
+        results = quality(args.steps, args.seq_len, args.rows, args.batch, tuple(args.cache_k), args.only_cache)
         print(_markdown(results))
     else:
         for entry in memory(args.tokens, args.vocab, args.hidden, args.chunk):
