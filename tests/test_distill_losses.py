@@ -230,3 +230,25 @@ def test_masked_positions_do_not_change_loss_or_receive_gradient():
         t2 = t.clone()
         t2[1] += 100.0
         assert combined(s, t2, labels, 2.0, 0.5, divergence).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_uniform_tail_equals_full_kl_when_the_teacher_tail_is_uniform():
+    s = _logits(6, 30, seed=24)
+    t = torch.full((6, 30), -1.0)
+    t[:, :5] = _logits(6, 5, seed=25)  # five distinct head logits, a flat tail of 25
+    lp_full = torch.log_softmax(t, -1)
+    lp, ids = lp_full[:, :5], torch.arange(5).expand(6, 5)
+    tail = 1 - lp.exp().sum(-1)
+    got = topk_kl(s, lp, ids, tail=tail, tail_mode="uniform")
+    torch.testing.assert_close(got, soft_kl(s, t), rtol=1e-5, atol=1e-6)
+    assert topk_kl(s, lp, ids, tail=tail).item() < got.item()  # the bucket only sees the tail's total
+
+
+def test_uniform_tail_gradient_matches_finite_differences_and_k_vocab_is_exact():
+    s = _logits(5, 7, seed=26, dtype=torch.float64).requires_grad_(True)
+    t = _logits(5, 7, seed=27, dtype=torch.float64)
+    lp, ids = torch.log_softmax(t, -1).topk(3)
+    assert torch.autograd.gradcheck(lambda x: topk_kl(x, lp, ids, tail_mode="uniform"), (s,))
+    full_lp, full_ids = torch.log_softmax(t, -1).topk(7)
+    exact = topk_kl(s, full_lp, full_ids, tail=torch.zeros(5, dtype=torch.float64), tail_mode="uniform")
+    torch.testing.assert_close(exact, soft_kl(s, t))

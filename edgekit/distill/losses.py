@@ -122,6 +122,7 @@ def topk_kl(
     labels: torch.Tensor | None = None,
     tail: torch.Tensor | None = None,
     temperature: float = 1.0,
+    tail_mode: str = "bucket",
 ) -> torch.Tensor:
     """T²·KL from a cached top-K teacher distribution, with the tail mass as one extra bucket.
 
@@ -130,6 +131,10 @@ def topk_kl(
     1 − Σ exp(float16 log-probs) loses it to rounding. The tail is compared with the student's mass
     outside the same ids (the coarsest distribution both sides know), so with K = vocab this equals
     the full KL.
+
+    ``tail_mode="uniform"`` instead spreads the teacher's tail evenly over the V − K other ids and
+    takes the KL token by token: a guess about the tail's shape, but one that also constrains how
+    the student distributes its own tail, which matters when the teacher is flat (a large tail).
     """
     mask = _mask(labels, student.shape[0], student.device)
     if not bool(mask.any()):
@@ -140,11 +145,25 @@ def topk_kl(
     kl_top = (t_lp.exp() * (t_lp - s_top)).sum(-1)
     t_tail = tail[mask].to(s.dtype) if tail is not None else 1 - t_lp.exp().sum(-1)
     t_tail = t_tail.clamp(min=0)
+    if tail_mode == "uniform":
+        return (kl_top + _uniform_tail_kl(s, s_top, t_tail)).mean() * temperature**2
+    if tail_mode != "bucket":
+        raise ValueError(f"tail_mode must be 'bucket' or 'uniform', not {tail_mode!r}")
     # log of the student's tail mass: log(1 - Σ q_top), computed stably as log(-expm1(logsumexp))
     s_top_lse = torch.logsumexp(s_top, dim=-1).clamp(max=-1e-7)
     s_tail_log = torch.log(-torch.expm1(s_top_lse))
     kl_tail = torch.where(t_tail > 1e-9, t_tail * (torch.log(t_tail.clamp(min=1e-30)) - s_tail_log), 0.0)
     return (kl_top + kl_tail).mean() * temperature**2
+
+
+def _uniform_tail_kl(s: torch.Tensor, s_top: torch.Tensor, t_tail: torch.Tensor) -> torch.Tensor:
+    """Σ over non-top ids of u·(log u − log q_j), u = tail / (V − K): per row [tokens]."""
+    others = s.shape[-1] - s_top.shape[-1]
+    if others == 0:
+        return torch.zeros_like(t_tail)
+    u = t_tail / others
+    sum_s_other = s.sum(-1) - s_top.sum(-1)
+    return torch.where(t_tail > 1e-9, t_tail * torch.log(u.clamp(min=1e-30)) - u * sum_s_other, 0.0)
 
 
 def chunked_soft_kl(

@@ -63,6 +63,7 @@ def _cache_loss(batch: Batch, student, cache, alpha: float, config: Any) -> torc
             batch.labels,
             target["tail"].reshape(-1).to(device),
             cache.temperature,
+            config.cache_tail,
         )
     return loss
 

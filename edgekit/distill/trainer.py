@@ -43,6 +43,7 @@ class DistillConfig:
     beta: float = 0.5  # JSD mixture weight (divergence="jsd")
     fused: bool = False  # KD loss from hidden states + lm_head, chunked: full logits never exist (not with align)
     chunk: int = 1024  # tokens per chunk of the fused loss
+    cache_tail: str = "bucket"  # bucket | uniform: how a top-K cache's tail mass is compared (see topk_kl)
     align: str = "none"  # none | mse | cosine: hidden-state alignment of mapped layers
     align_weight: float = 1.0
     on_policy: float = 0.0  # λ: fraction of steps trained on the student's own samples (GKD)
