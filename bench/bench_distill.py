@@ -40,7 +40,9 @@ def _data(tokenizer, seq_len: int, rows: int, heldout_rows: int):
     return train, heldout
 
 
-def quality(steps: int, seq_len: int, rows: int, batch: int, cache_ks: tuple[int, ...] = (64,), only_cache=False):
+def quality(
+    steps: int, seq_len: int, rows: int, batch: int, cache_ks=(64,), only_cache=False, cache_tail="bucket"
+) -> list[dict]:
     """Held-out ppl / KL per method; every run starts from the same derived student."""
     from edgekit.demo import demo_teacher
     from edgekit.distill import DistillConfig, derive_student, distill
@@ -56,7 +58,8 @@ def quality(steps: int, seq_len: int, rows: int, batch: int, cache_ks: tuple[int
     runs = [("hard labels only", replace(base, alpha=1.0), False)]
     runs += [(f"soft KD, T={t}", replace(base, alpha=0.0, temperature=float(t)), False) for t in (1, 2, 4, 8)]
     runs += [("combined α=0.5, T=2", replace(base, alpha=0.5, temperature=2.0), False)]
-    runs += [(f"soft KD from top-{k} cache, T=1", replace(base, alpha=0.0, temperature=1.0), k) for k in cache_ks]
+    cached = replace(base, alpha=0.0, temperature=1.0, cache_tail=cache_tail)
+    runs += [(f"soft KD from top-{k} cache ({cache_tail} tail), T=1", cached, k) for k in cache_ks]
     if only_cache:
         runs = [r for r in runs if r[2]]
     student0 = derive_student(teacher, num_layers=2)
@@ -147,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-k", type=int, nargs="+", default=[64], help="K of each top-K cache run")
     parser.add_argument("--only-cache", action="store_true", help="run only the cache rows")
+    parser.add_argument("--cache-tail", default="bucket", choices=["bucket", "uniform"])
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--hidden", type=int, default=256)
@@ -154,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.what == "quality":
-        results = quality(args.steps, args.seq_len, args.rows, args.batch, tuple(args.cache_k), args.only_cache)
+        results = quality(
+            args.steps, args.seq_len, args.rows, args.batch, tuple(args.cache_k), args.only_cache, args.cache_tail
+        )
         print(_markdown(results))
     else:
         for entry in memory(args.tokens, args.vocab, args.hidden, args.chunk):

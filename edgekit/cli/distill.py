@@ -38,6 +38,9 @@ def distill(
         None, "--topk-cache", help="Cache the teacher's top-K log-probs here once and train from them."
     ),
     topk: int = typer.Option(64, "--topk", help="K of the top-K cache (≈4·K+8 bytes per token on disk)."),
+    cache_tail: str = typer.Option(
+        "bucket", "--cache-tail", help="bucket (exact bound) or uniform (spread over the other ids; flat teachers)."
+    ),
     align: str = typer.Option("none", "--align", help="Hidden-state alignment: none, mse or cosine."),
     seq_kd: bool = typer.Option(
         False, "--seq-kd", help="Sequence-level KD: the teacher writes responses, the student learns them."
@@ -76,6 +79,8 @@ def distill(
         problems.append(Problem("--loss", "", f"{loss!r} is not one of {', '.join(LOSS_NAMES)}"))
     if align not in ("none", "mse", "cosine"):
         problems.append(Problem("--align", "", f"{align!r} is not one of none, mse, cosine"))
+    if cache_tail not in ("bucket", "uniform"):
+        problems.append(Problem("--cache-tail", "", f"{cache_tail!r} is not one of bucket, uniform"))
     if not 0.0 <= alpha <= 1.0:
         problems.append(Problem("--alpha", "", f"{alpha} is outside [0, 1]"))
     if not 0.0 <= on_policy <= 1.0:
@@ -89,7 +94,7 @@ def distill(
     config = DistillConfig(
         steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=max(1, steps // 10),
         temperature=temperature, alpha=alpha, divergence=LOSS_NAMES[loss], beta=beta, fused=fused, align=align,
-        on_policy=on_policy, checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
+        cache_tail=cache_tail, on_policy=on_policy, checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
     )  # fmt: skip
     summary = run_job(
         teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,
