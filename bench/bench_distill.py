@@ -41,7 +41,14 @@ def _data(tokenizer, seq_len: int, rows: int, heldout_rows: int):
 
 
 def quality(
-    steps: int, seq_len: int, rows: int, batch: int, cache_ks=(64,), only_cache=False, cache_tail="bucket"
+    steps: int,
+    seq_len: int,
+    rows: int,
+    batch: int,
+    cache_ks=(64,),
+    only_cache=False,
+    cache_tail="bucket",
+    cache_alpha=0.0,
 ) -> list[dict]:
     """Held-out ppl / KL per method; every run starts from the same derived student."""
     from edgekit.demo import demo_teacher
@@ -58,8 +65,9 @@ def quality(
     runs = [("hard labels only", replace(base, alpha=1.0), False)]
     runs += [(f"soft KD, T={t}", replace(base, alpha=0.0, temperature=float(t)), False) for t in (1, 2, 4, 8)]
     runs += [("combined α=0.5, T=2", replace(base, alpha=0.5, temperature=2.0), False)]
-    cached = replace(base, alpha=0.0, temperature=1.0, cache_tail=cache_tail)
-    runs += [(f"soft KD from top-{k} cache ({cache_tail} tail), T=1", cached, k) for k in cache_ks]
+    cached = replace(base, alpha=cache_alpha, temperature=1.0, cache_tail=cache_tail)
+    label = f"{cache_tail} tail, α={cache_alpha:g}, T=1"
+    runs += [(f"KD from top-{k} cache ({label})", cached, k) for k in cache_ks]
     if only_cache:
         runs = [r for r in runs if r[2]]
     student0 = derive_student(teacher, num_layers=2)
@@ -151,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-k", type=int, nargs="+", default=[64], help="K of each top-K cache run")
     parser.add_argument("--only-cache", action="store_true", help="run only the cache rows")
     parser.add_argument("--cache-tail", default="bucket", choices=["bucket", "uniform"])
+    parser.add_argument("--cache-alpha", type=float, default=0.0, help="hard-label weight of the cache runs")
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--hidden", type=int, default=256)
@@ -159,7 +168,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.what == "quality":
         results = quality(
-            args.steps, args.seq_len, args.rows, args.batch, tuple(args.cache_k), args.only_cache, args.cache_tail
+            args.steps,
+            args.seq_len,
+            args.rows,
+            args.batch,
+            tuple(args.cache_k),
+            args.only_cache,
+            args.cache_tail,
+            args.cache_alpha,
         )
         print(_markdown(results))
     else:
