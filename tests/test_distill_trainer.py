@@ -36,8 +36,11 @@ def _config(**overrides) -> DistillConfig:
     return DistillConfig(**{**base, **overrides})
 
 
-def _student(teacher):
-    return derive_student(teacher, num_layers=1)
+def _student(teacher, dropout: float = 0.0):
+    student = derive_student(teacher, num_layers=1)
+    for layer in student.model.layers:  # dropout draws from the global RNG, which a resume must restore
+        layer.self_attn.attention_dropout = dropout
+    return student
 
 
 def test_distillation_lowers_kl_to_teacher_when_trained_on_soft_targets(teacher_and_rows):
@@ -50,10 +53,13 @@ def test_distillation_lowers_kl_to_teacher_when_trained_on_soft_targets(teacher_
     assert set(after) >= {"kl", "kl_rare", "top1", "ppl", "ppl_teacher"}
 
 
-def test_resume_after_interruption_reproduces_uninterrupted_weights(teacher_and_rows, tmp_path):
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_resume_after_interruption_reproduces_uninterrupted_weights(teacher_and_rows, tmp_path, dropout):
     teacher, rows, _ = teacher_and_rows
     config = _config(steps=6, checkpoint_every=2)
-    reference = distill(teacher, _student(teacher), rows, config, workdir=tmp_path / "a", progress=False).student
+    torch.manual_seed(123)
+    reference = distill(teacher, _student(teacher, dropout), rows, config, workdir=tmp_path / "a", progress=False)
+    reference = reference.student
 
     real_step = trainer_mod._step
     calls = {"n": 0}
@@ -65,12 +71,15 @@ def test_resume_after_interruption_reproduces_uninterrupted_weights(teacher_and_
         return real_step(*args, **kwargs)
 
     trainer_mod._step = crashing_step
+    torch.manual_seed(123)
     try:
         with pytest.raises(KeyboardInterrupt):
-            distill(teacher, _student(teacher), rows, config, workdir=tmp_path / "b", progress=False)
+            distill(teacher, _student(teacher, dropout), rows, config, workdir=tmp_path / "b", progress=False)
     finally:
         trainer_mod._step = real_step
-    resumed = distill(teacher, _student(teacher), rows, config, workdir=tmp_path / "b", resume=True, progress=False)
+    torch.manual_seed(999)  # a fresh process would not share the crashed run's RNG position
+    student = _student(teacher, dropout)
+    resumed = distill(teacher, student, rows, config, workdir=tmp_path / "b", resume=True, progress=False)
     ref_state, got_state = reference.state_dict(), resumed.student.state_dict()
     for name, tensor in ref_state.items():
         assert torch.equal(tensor, got_state[name]), name
