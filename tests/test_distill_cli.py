@@ -66,6 +66,18 @@ def test_student_with_another_tokenizer_is_refused_with_a_pointer_to_seq_kd(make
     assert "--seq-kd" in str(result.exception)
 
 
+def test_seq_kd_trains_a_student_with_another_tokenizer_on_teacher_text(make_tiny_hf, tmp_path):
+    teacher, other = make_tiny_hf("llama"), make_tiny_hf("llama", tokenizer="sp")
+    out = tmp_path / "o"
+    args = ["distill", str(teacher), "--student", str(other), "--out", str(out), "--seq-kd"]
+    result = runner.invoke(app, [*args, "--seq-kd-prompts", "4", "--seq-kd-tokens", "6", *TINY])
+    assert result.exit_code == 0, result.output
+    lines = (out / "seqkd.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["response"] for line in lines)
+    summary = json.loads((out / "distill.json").read_text())
+    assert summary["config"]["alpha"] == 1.0 and "heldout" not in summary  # no logit comparison across vocabularies
+
+
 def test_help_explains_temperature_and_alpha():
     result = runner.invoke(app, ["distill", "--help"])
     assert result.exit_code == 0

@@ -45,6 +45,8 @@ def distill(
     seq_kd: bool = typer.Option(
         False, "--seq-kd", help="Sequence-level KD: the teacher writes responses, the student learns them."
     ),
+    seq_kd_prompts: int = typer.Option(64, "--seq-kd-prompts", help="Prompts for --seq-kd (first words of documents)."),
+    seq_kd_tokens: int = typer.Option(64, "--seq-kd-tokens", help="Tokens the teacher writes per prompt (--seq-kd)."),
     on_policy: float = typer.Option(
         0.0, "--on-policy", help="λ: fraction of steps on the student's own samples, scored by the teacher."
     ),
@@ -98,7 +100,8 @@ def distill(
     )  # fmt: skip
     summary = run_job(
         teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,
-        topk_cache=topk_cache, topk=topk, seq_kd=seq_kd, resume=resume, progress=not quiet,
+        topk_cache=topk_cache, topk=topk, seq_kd=seq_kd, seq_kd_prompts=seq_kd_prompts, seq_kd_tokens=seq_kd_tokens,
+        resume=resume, progress=not quiet,
     )  # fmt: skip
     _print_summary(summary, out)
 

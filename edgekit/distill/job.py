@@ -130,6 +130,7 @@ def run_job(
 
         summary["heldout"] = evaluate(model_logits(t_model, heldout), result.student, heldout)
     save_model(result.student, s_tok, out / "model")
+    summary["config"] = asdict(config)  # as trained (sequence-level KD forces α = 1)
     summary["steps"] = len(result.history)
     summary["final_loss"] = result.history[-1]["loss"] if result.history else None
     write_json_atomic(out / "distill.json", summary)
