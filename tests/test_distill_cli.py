@@ -78,6 +78,36 @@ def test_seq_kd_trains_a_student_with_another_tokenizer_on_teacher_text(make_tin
     assert summary["config"]["alpha"] == 1.0 and "heldout" not in summary  # no logit comparison across vocabularies
 
 
+def test_resume_continues_a_finished_run_without_training_again(make_tiny_hf, tmp_path, monkeypatch):
+    import edgekit.distill.trainer as trainer
+
+    teacher = make_tiny_hf("llama")
+    args = ["distill", str(teacher), "--layers", "1", "--out", str(tmp_path), *TINY]
+    assert runner.invoke(app, args).exit_code == 0
+    first = (tmp_path / "model" / "model.safetensors").read_bytes()
+    steps = []
+    real = trainer._step
+    monkeypatch.setattr(trainer, "_step", lambda step, run: steps.append(step) or real(step, run))
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert steps == []  # all 3 steps were restored from OUT/run/latest
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == first
+
+
+def test_student_from_a_config_only_folder_is_randomly_initialised(make_tiny_hf, tmp_path):
+    teacher = make_tiny_hf("llama")
+    config = json.loads((teacher / "config.json").read_text())
+    config.update(num_hidden_layers=1, hidden_size=128, intermediate_size=256, num_attention_heads=2)
+    config.update(num_key_value_heads=1, head_dim=64)
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["distill", str(teacher), "--student", str(tmp_path / "cfg"), "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert saved["hidden_size"] == 128 and (out / "model" / "tokenizer.json").is_file()
+
+
 def test_help_explains_temperature_and_alpha():
     result = runner.invoke(app, ["distill", "--help"])
     assert result.exit_code == 0

@@ -43,6 +43,9 @@ def load_student(teacher, teacher_tok, student: str | None, layers: int | None, 
     if student is None:
         n = layers or max(1, teacher.config.num_hidden_layers // 2)
         return derive_student(teacher, num_layers=n, seed=seed), teacher_tok
+    folder = Path(student)
+    if (folder / "config.json").is_file() and not any(folder.glob("*.safetensors")):
+        return _student_from_config(folder, teacher_tok, seed)
     model, tok = load_model(student), load_tokenizer(student)
     if not seq_kd and not same_vocabulary(tok, teacher_tok):
         raise InputError(
@@ -51,6 +54,20 @@ def load_student(teacher, teacher_tok, student: str | None, layers: int | None, 
             "(the distributions are over different tokens); rerun with --seq-kd",
         )
     return model, tok
+
+
+def _student_from_config(folder: Path, teacher_tok, seed: int):
+    """A randomly initialised student from a config-only folder; it uses the teacher's tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgekit.models import load_config
+
+    config = load_config(folder)
+    if config.vocab_size < len(teacher_tok):
+        raise InputError(folder, f"vocab_size {config.vocab_size} is smaller than the teacher's {len(teacher_tok)}")
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32), teacher_tok
 
 
 def corpus(tokenizer, data: str | None, seq_len: int, max_rows: int | None, heldout_rows: int):
