@@ -40,6 +40,16 @@ def test_distill_command_writes_student_and_summary(make_tiny_hf, tmp_path):
     assert summary["steps"] == 3 and summary["heldout"]["kl"] > 0
     assert json.loads((out / "model" / "config.json").read_text())["num_hidden_layers"] == 1
     assert "KL(teacher" in result.output
+    assert (out / "run" / "monitor.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_monitor_logs_heldout_kl_every_n_steps_even_when_training_from_a_cache(make_tiny_hf, tmp_path):
+    teacher = make_tiny_hf("llama")
+    args = ["distill", str(teacher), "--layers", "1", "--out", str(tmp_path / "o"), "--eval-every", "1"]
+    result = runner.invoke(app, [*args, "--topk-cache", str(tmp_path / "c"), "--topk", "8", "--alpha", "0", *TINY])
+    assert result.exit_code == 0, result.output
+    entries = [json.loads(line) for line in (tmp_path / "o" / "run" / "monitor.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in entries] == [1, 2, 3] and all(e["kl"] > 0 and "top1" in e for e in entries)
 
 
 def test_distill_command_trains_from_a_topk_cache(make_tiny_hf, tmp_path):

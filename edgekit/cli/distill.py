@@ -50,6 +50,9 @@ def distill(
     on_policy: float = typer.Option(
         0.0, "--on-policy", help="λ: fraction of steps on the student's own samples, scored by the teacher."
     ),
+    eval_every: int = typer.Option(
+        0, "--eval-every", help="Held-out KL/ppl/top-1 every N steps into OUT/run/monitor.jsonl (0: at the end)."
+    ),
     fused: bool = typer.Option(False, "--fused", help="Fused chunked loss: full logits never exist (long contexts)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/run/latest; ends with identical weights."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
@@ -96,7 +99,7 @@ def distill(
     config = DistillConfig(
         steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=max(1, steps // 10),
         temperature=temperature, alpha=alpha, divergence=LOSS_NAMES[loss], beta=beta, fused=fused, align=align,
-        cache_tail=cache_tail, on_policy=on_policy, checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
+        cache_tail=cache_tail, on_policy=on_policy, eval_every=eval_every, checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
     )  # fmt: skip
     summary = run_job(
         teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,

@@ -131,6 +131,9 @@ def run_job(
         cache = build_topk_cache(t_model, train, topk_cache, k=topk, progress=progress)
         summary["cache_bytes_per_token"] = cache.bytes_per_token
         run_teacher = None
+    from edgekit.distill.monitor import model_logits
+    from edgekit.distill.report import plot_monitor
+
     result = distill(
         run_teacher,
         s_model,
@@ -141,11 +144,14 @@ def run_job(
         progress=progress,
         topk_cache=cache,
         prompt_lengths=prompt_lengths,
+        heldout_ids=heldout,
+        heldout_teacher_logits=model_logits(t_model, heldout) if heldout is not None else None,
     )
     if heldout is not None:
-        from edgekit.distill.monitor import evaluate, model_logits
-
-        summary["heldout"] = evaluate(model_logits(t_model, heldout), result.student, heldout)
+        summary["heldout"] = result.final
+    plot = plot_monitor(result.history, out / "run" / "monitor.png")
+    if plot is not None:
+        summary["monitor_plot"] = str(plot)
     save_model(result.student, s_tok, out / "model")
     summary["config"] = asdict(config)  # as trained (sequence-level KD forces α = 1)
     summary["steps"] = len(result.history)

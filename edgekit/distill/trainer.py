@@ -101,12 +101,15 @@ def distill(
     progress: bool = True,
     topk_cache=None,
     prompt_lengths: torch.Tensor | None = None,
+    heldout_teacher_logits=None,
 ) -> DistillResult:
     """Train ``student`` towards ``teacher`` (or a top-K cache) on rows ``train_ids`` [n, seq].
 
     ``topk_cache`` (a :class:`~edgekit.distill.cache.TopKCache`) replaces the teacher; ``train_ids``
     may then be None (the cache holds its rows). ``prompt_lengths`` [n] masks each row's prompt out
-    of the loss (sequence-level KD). Under torchrun the global batch is split across ranks.
+    of the loss (sequence-level KD). ``heldout_teacher_logits`` ([rows*seq, vocab], from
+    ``monitor.model_logits``) gives the monitor its teacher when training from a cache. Under
+    torchrun the global batch is split across ranks.
     """
     device = _device(config.device)
     world = ddp.setup(device)
@@ -125,7 +128,9 @@ def distill(
         restored = load_checkpoint(Path(workdir), trainable, opt)
         if restored is not None:
             start, history = restored
-    teacher_heldout = model_logits(teacher, heldout_ids) if teacher is not None and heldout_ids is not None else None
+    teacher_heldout = heldout_teacher_logits
+    if teacher_heldout is None and teacher is not None and heldout_ids is not None:
+        teacher_heldout = model_logits(teacher, heldout_ids)
     run = _Run(teacher, student, aligner, trainable, train_ids, prompt_lengths, topk_cache, opt, config, device, world)
     with _progress(progress and world.main, config.steps, start) as bar:
         for step in range(start, config.steps):
