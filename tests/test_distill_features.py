@@ -159,3 +159,39 @@ def test_sequence_kd_writes_jsonl_resumes_and_masks_prompts(make_tiny_hf, tmp_pa
     config = DistillConfig(steps=3, batch_size=2, alpha=1.0)
     result = distill(None, student, rows, config, prompt_lengths=lengths, progress=False)
     assert len(result.history) == 3 and result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_attention_transfer_is_zero_for_identical_maps_and_positive_otherwise():
+    from edgekit.distill.align import attention_transfer_loss
+
+    g = torch.Generator().manual_seed(4)
+    causal = torch.tril(torch.ones(5, 5, dtype=torch.bool))
+
+    def maps(heads: int) -> torch.Tensor:
+        scores = torch.randn(2, heads, 5, 5, generator=g).masked_fill(~causal, float("-inf"))
+        return torch.softmax(scores, -1)
+
+    t = (maps(4), maps(4))
+    assert attention_transfer_loss(t, t).item() == pytest.approx(0.0, abs=1e-6)
+    s = (maps(2),)  # one student layer with fewer heads maps onto the last teacher layer
+    assert attention_transfer_loss(s, t).item() > 0.01
+    assert attention_transfer_loss((t[1],), t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_trainer_with_attention_transfer_moves_student_attention_towards_teacher(teacher, rows):
+    from edgekit.distill.align import attention_transfer_loss
+
+    student = derive_student(teacher, num_layers=1, init="random", seed=3)
+    config = DistillConfig(steps=8, batch_size=4, alpha=1.0, align_attention=1.0, lr=3e-3, warmup_steps=1)
+
+    def gap(model) -> float:
+        with torch.no_grad():
+            s = model(input_ids=rows[:4], output_attentions=True).attentions
+            t = teacher(input_ids=rows[:4], output_attentions=True).attentions
+        return attention_transfer_loss(s, t).item()
+
+    student.set_attn_implementation("eager")
+    teacher.set_attn_implementation("eager")
+    before = gap(student)
+    distill(teacher, student, rows, config, progress=False)
+    assert gap(student) < before * 0.9

@@ -42,6 +42,9 @@ def distill(
         "bucket", "--cache-tail", help="bucket (exact bound) or uniform (spread over the other ids; flat teachers)."
     ),
     align: str = typer.Option("none", "--align", help="Hidden-state alignment: none, mse or cosine."),
+    align_attention: float = typer.Option(
+        0.0, "--align-attention", help="Weight of attention-map transfer (head-averaged KL, mapped layers)."
+    ),
     seq_kd: bool = typer.Option(
         False, "--seq-kd", help="Sequence-level KD: the teacher writes responses, the student learns them."
     ),
@@ -92,14 +95,14 @@ def distill(
         problems.append(Problem("--on-policy", "", f"{on_policy} is outside [0, 1]"))
     if temperature <= 0:
         problems.append(Problem("--temperature", "", f"{temperature} must be > 0"))
-    if topk_cache is not None and (seq_kd or on_policy > 0 or align != "none"):
-        problems.append(Problem("--topk-cache", "", "trains without the teacher; drop --seq-kd/--on-policy/--align"))
+    if topk_cache is not None and (seq_kd or on_policy > 0 or align != "none" or align_attention > 0):
+        problems.append(Problem("--topk-cache", "", "trains without the teacher; drop --seq-kd/--on-policy/--align*"))
     if problems:
         raise ConfigError(problems)
     config = DistillConfig(
         steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=max(1, steps // 10),
         temperature=temperature, alpha=alpha, divergence=LOSS_NAMES[loss], beta=beta, fused=fused, align=align,
-        cache_tail=cache_tail, on_policy=on_policy, eval_every=eval_every, checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
+        cache_tail=cache_tail, align_attention=align_attention, on_policy=on_policy, eval_every=eval_every, checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
     )  # fmt: skip
     summary = run_job(
         teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,

@@ -1,4 +1,4 @@
-"""Hidden-state alignment: pull mapped student layers towards teacher layers (TinyBERT/MiniLM style).
+"""Hidden-state and attention alignment: pull mapped student layers towards teacher layers (TinyBERT/MiniLM).
 
 Logit KD only tells the student what to output; matching intermediate hidden states also tells it
 how to get there, which helps most when the student starts far from the teacher. Student layer i
@@ -52,3 +52,22 @@ class HiddenAligner(nn.Module):
             per_token = (s - t).pow(2).mean(-1) if mse else 1 - F.cosine_similarity(s, t, dim=-1)
             losses.append(per_token[mask].mean() if mask is not None else per_token.mean())
         return torch.stack(losses).mean()
+
+
+def attention_transfer_loss(
+    student_attn: tuple[torch.Tensor, ...], teacher_attn: tuple[torch.Tensor, ...], mask=None
+) -> torch.Tensor:
+    """Mean over mapped layers of KL(teacher ‖ student) between head-averaged attention rows.
+
+    Attentions are HF's ``output_attentions`` ([batch, heads, seq, seq], rows sum to 1). Averaging
+    over heads lets students with fewer heads learn where the teacher looks without a head mapping.
+    ``mask`` [batch, seq] selects the query positions that count.
+    """
+    mapping = uniform_layers(len(teacher_attn), len(student_attn))
+    losses = []
+    for s_layer, t_idx in enumerate(mapping):
+        s = student_attn[s_layer].float().mean(1).clamp(min=1e-12)
+        t = teacher_attn[t_idx].float().detach().mean(1)
+        per_row = (t * (t.clamp(min=1e-12).log() - s.log())).sum(-1)
+        losses.append(per_row[mask].mean() if mask is not None else per_row.mean())
+    return torch.stack(losses).mean()

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from edgekit.distill.align import attention_transfer_loss
 from edgekit.distill.fused import fused_kd_loss
 from edgekit.distill.losses import IGNORE, combined, hard_ce, topk_kl
 
@@ -31,20 +32,23 @@ def batch_loss(batch: Batch, student, teacher, aligner, cache, config: Any) -> t
     alpha = 0.0 if batch.on_policy else config.alpha
     if cache is not None:
         return _cache_loss(batch, student, cache, alpha, config)
-    if config.fused and aligner is None:
+    if config.fused and aligner is None and config.align_attention == 0:
         return _fused_loss(batch, student, teacher, alpha, config)
     need_hidden = aligner is not None
-    s_out = student(input_ids=batch.rows, output_hidden_states=need_hidden)
+    need_attn = config.align_attention > 0 and teacher is not None
+    s_out = student(input_ids=batch.rows, output_hidden_states=need_hidden, output_attentions=need_attn)
     s_logits = s_out.logits.reshape(batch.labels.numel(), -1)
     t_out = None
-    if teacher is not None and (alpha < 1 or need_hidden):
+    if teacher is not None and (alpha < 1 or need_hidden or need_attn):
         with torch.no_grad():
-            t_out = teacher(input_ids=batch.rows, output_hidden_states=need_hidden)
+            t_out = teacher(input_ids=batch.rows, output_hidden_states=need_hidden, output_attentions=need_attn)
     t_logits = t_out.logits.reshape(batch.labels.numel(), -1) if t_out is not None else None
     loss = combined(s_logits, t_logits, batch.labels, config.temperature, alpha, config.divergence, config.beta)
+    mask = (batch.labels != IGNORE).view(batch.rows.shape)
     if aligner is not None and t_out is not None:
-        mask = (batch.labels != IGNORE).view(batch.rows.shape)
         loss = loss + config.align_weight * aligner(s_out.hidden_states, t_out.hidden_states, mask)
+    if need_attn:
+        loss = loss + config.align_attention * attention_transfer_loss(s_out.attentions, t_out.attentions, mask)
     return loss
 
 

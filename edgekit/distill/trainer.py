@@ -46,6 +46,7 @@ class DistillConfig:
     cache_tail: str = "bucket"  # bucket | uniform: how a top-K cache's tail mass is compared (see topk_kl)
     align: str = "none"  # none | mse | cosine: hidden-state alignment of mapped layers
     align_weight: float = 1.0
+    align_attention: float = 0.0  # weight of attention-map transfer (head-averaged KL; switches to eager attention)
     on_policy: float = 0.0  # λ: fraction of steps trained on the student's own samples (GKD)
     on_policy_prompt: int = 0  # tokens of each row kept as the prompt when sampling (0: half the row)
     eval_every: int = 0  # steps between held-out evaluations (0: only at the end)
@@ -118,6 +119,9 @@ def distill(
     student.to(device).train()
     if teacher is not None:
         teacher.to(device).eval()
+    if config.align_attention > 0 and teacher is not None:
+        for model in (student, teacher):  # SDPA kernels do not return attention maps
+            model.set_attn_implementation("eager")
     aligner = None
     if config.align != "none":
         aligner = HiddenAligner.for_models(student, teacher, config.align).to(device)
@@ -187,8 +191,8 @@ def _check(config: DistillConfig, world: ddp.World, teacher, cache) -> None:
     problems = []
     if config.batch_size % world.size:
         problems.append(f"batch_size {config.batch_size} is not divisible by the {world.size} DDP ranks")
-    if config.align != "none" and teacher is None:
-        problems.append("hidden-state alignment needs the teacher (not only a top-K cache)")
+    if (config.align != "none" or config.align_attention > 0) and teacher is None:
+        problems.append("hidden-state/attention alignment needs the teacher (not only a top-K cache)")
     if config.on_policy > 0 and teacher is None:
         problems.append("on-policy KD needs the teacher to score student samples (a cache cannot)")
     if config.divergence not in DIVERGENCES:
