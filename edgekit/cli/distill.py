@@ -102,7 +102,8 @@ def distill(
     config = DistillConfig(
         steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=max(1, steps // 10),
         temperature=temperature, alpha=alpha, divergence=LOSS_NAMES[loss], beta=beta, fused=fused, align=align,
-        cache_tail=cache_tail, align_attention=align_attention, on_policy=on_policy, eval_every=eval_every, checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
+        cache_tail=cache_tail, align_attention=align_attention, on_policy=on_policy, eval_every=eval_every,
+        checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
     )  # fmt: skip
     summary = run_job(
         teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,
