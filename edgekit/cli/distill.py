@@ -1,9 +1,140 @@
-"""CLI commands for this area (registered by ``edgekit.cli``)."""
+"""``edgekit distill``: teacher in, smaller student out, with held-out KL/perplexity to show for it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def distill(
+    teacher: str = typer.Argument(..., help="Teacher: HF folder, Hub id, or 'demo' (the built-in demo teacher)."),
+    student: str = typer.Option(None, "--student", "-s", help="Existing student folder. Default: derive one."),
+    layers: int = typer.Option(
+        None, "--layers", "-l", help="Layers of the derived student (every k-th teacher layer). Default: half."
+    ),
+    out: Path = typer.Option(Path("distilled"), "--out", "-o", help="Output folder (model/, run/, distill.json)."),
+    steps: int = typer.Option(200, "--steps", help="Optimizer steps."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW, linear warmup then cosine to 10%)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Rows per step (split across ranks under torchrun)."),
+    seq_len: int = typer.Option(256, "--seq-len", help="Tokens per training row."),
+    alpha: float = typer.Option(
+        0.5, "--alpha", help="Weight of the hard-label loss: α·CE + (1−α)·T²·KL. 0 = pure KD, 1 = no teacher."
+    ),
+    temperature: float = typer.Option(
+        2.0, "--temperature", "-T", help="Softens both distributions so the teacher's near-misses teach (1-4 typical)."
+    ),
+    loss: str = typer.Option(
+        "kl", "--loss", help="kl (forward, mean-seeking), reverse (mode-seeking), jsd (bounded, GKD)."
+    ),
+    beta: float = typer.Option(0.5, "--beta", help="JSD mixture weight (--loss jsd): →0 forward KL, →1 reverse."),
+    data: str = typer.Option("builtin", "--data", help="Training text: .txt, .jsonl ('text'), folder, or builtin."),
+    max_rows: int = typer.Option(256, "--max-rows", help="At most this many training rows."),
+    topk_cache: Path = typer.Option(
+        None, "--topk-cache", help="Cache the teacher's top-K log-probs here once and train from them."
+    ),
+    topk: int = typer.Option(64, "--topk", help="K of the top-K cache (≈4·K+8 bytes per token on disk)."),
+    cache_tail: str = typer.Option(
+        "bucket", "--cache-tail", help="bucket (exact bound) or uniform (spread over the other ids; flat teachers)."
+    ),
+    align: str = typer.Option("none", "--align", help="Hidden-state alignment: none, mse or cosine."),
+    align_attention: float = typer.Option(
+        0.0, "--align-attention", help="Weight of attention-map transfer (head-averaged KL, mapped layers)."
+    ),
+    seq_kd: bool = typer.Option(
+        False, "--seq-kd", help="Sequence-level KD: the teacher writes responses, the student learns them."
+    ),
+    seq_kd_prompts: int = typer.Option(64, "--seq-kd-prompts", help="Prompts for --seq-kd (first words of documents)."),
+    seq_kd_tokens: int = typer.Option(64, "--seq-kd-tokens", help="Tokens the teacher writes per prompt (--seq-kd)."),
+    on_policy: float = typer.Option(
+        0.0, "--on-policy", help="λ: fraction of steps on the student's own samples, scored by the teacher."
+    ),
+    eval_every: int = typer.Option(
+        0, "--eval-every", help="Held-out KL/ppl/top-1 every N steps into OUT/run/monitor.jsonl (0: at the end)."
+    ),
+    fused: bool = typer.Option(False, "--fused", help="Fused chunked loss: full logits never exist (long contexts)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/run/latest; ends with identical weights."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data order, sampling and derived student."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Distill a teacher into a smaller student and report how close it got.
+
+    The student learns the teacher's whole next-token distribution, not just the right token: at temperature T the teacher's near-misses ("dark knowledge", Hinton 2015) carry most of the signal, and the T² factor keeps that signal's gradient scale independent of T. Held-out KL(teacher ‖ student), top-1 agreement and perplexity are printed at the end; see docs/distillation.md.
+
+    Examples:
+
+      edgekit distill demo --layers 2 --steps 300 --out distilled/demo
+
+      edgekit distill ./teacher --topk-cache cache/ --alpha 0 -T 1     (teacher run once, then unloaded)
+
+      edgekit distill ./teacher --student ./other-tokenizer --seq-kd   (different vocabularies)
+
+      torchrun --nproc-per-node 2 -m edgekit distill demo --batch-size 8   (DDP, gloo on CPU)
+
+    Writes OUT/model (the student), OUT/run (checkpoints, monitor.jsonl) and OUT/distill.json.
+    """
+    from edgekit.distill.job import LOSS_NAMES, run_job
+    from edgekit.distill.trainer import DistillConfig
+    from edgekit.errors import ConfigError, Problem
+
+    problems = []
+    if loss not in LOSS_NAMES:
+        problems.append(Problem("--loss", "", f"{loss!r} is not one of {', '.join(LOSS_NAMES)}"))
+    if align not in ("none", "mse", "cosine"):
+        problems.append(Problem("--align", "", f"{align!r} is not one of none, mse, cosine"))
+    if cache_tail not in ("bucket", "uniform"):
+        problems.append(Problem("--cache-tail", "", f"{cache_tail!r} is not one of bucket, uniform"))
+    if not 0.0 <= alpha <= 1.0:
+        problems.append(Problem("--alpha", "", f"{alpha} is outside [0, 1]"))
+    if not 0.0 <= on_policy <= 1.0:
+        problems.append(Problem("--on-policy", "", f"{on_policy} is outside [0, 1]"))
+    if temperature <= 0:
+        problems.append(Problem("--temperature", "", f"{temperature} must be > 0"))
+    if topk_cache is not None and (seq_kd or on_policy > 0 or align != "none" or align_attention > 0):
+        problems.append(Problem("--topk-cache", "", "trains without the teacher; drop --seq-kd/--on-policy/--align*"))
+    if problems:
+        raise ConfigError(problems)
+    config = DistillConfig(
+        steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=max(1, steps // 10),
+        temperature=temperature, alpha=alpha, divergence=LOSS_NAMES[loss], beta=beta, fused=fused, align=align,
+        cache_tail=cache_tail, align_attention=align_attention, on_policy=on_policy, eval_every=eval_every,
+        checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
+    )  # fmt: skip
+    summary = run_job(
+        teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,
+        topk_cache=topk_cache, topk=topk, seq_kd=seq_kd, seq_kd_prompts=seq_kd_prompts, seq_kd_tokens=seq_kd_tokens,
+        resume=resume, progress=not quiet,
+    )  # fmt: skip
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    table = Table(title="held-out: student vs teacher")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    heldout = summary.get("heldout", {})
+    rows = [
+        ("KL(teacher ‖ student), nats/token", heldout.get("kl")),
+        ("KL on rare tokens", heldout.get("kl_rare")),
+        ("top-1 agreement", heldout.get("top1")),
+        ("student perplexity", heldout.get("ppl")),
+        ("teacher perplexity", heldout.get("ppl_teacher")),
+        ("cache bytes/token", summary.get("cache_bytes_per_token")),
+    ]
+    for name, value in rows:
+        if value is not None:
+            table.add_row(name, f"{value:.4g}")
+    console.print(table)
+    console.print(
+        f"[green]wrote[/] {out / 'model'}  ({summary['steps']} steps, final loss {summary['final_loss']:.4f})"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app``."""
+    """Add ``distill`` to the CLI."""
+    app.command("distill")(distill)

@@ -1,4 +1,4 @@
-"""Trainer checkpoints without pickle: weights and optimizer tensors in safetensors, scalars in JSON.
+"""Trainer checkpoints without pickle: weights, optimizer and RNG tensors in safetensors, scalars in JSON.
 
 Restoring them exactly (same float bits) is what lets an interrupted run end with the same weights
 as an uninterrupted one.
@@ -30,6 +30,7 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, history: list[dic
                 else:
                     scalars[f"{i}.{key}"] = value
         save_file(tensors or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
+        save_file(_rng_state(), tmp / "rng.safetensors")
         write_json_atomic(tmp / "state.json", {"step": step, "scalars": scalars, "history": history})
 
 
@@ -52,4 +53,21 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, list[dict]] | 
         entry.update({k.split(".", 1)[1]: v for k, v in state["scalars"].items() if k.split(".", 1)[0] == str(i)})
         if entry:
             optimizer.state[p] = entry
+    if (ckpt / "rng.safetensors").is_file():
+        _set_rng_state(load_file(ckpt / "rng.safetensors"))
     return int(state["step"]), list(state["history"])
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    """Global torch RNG states (CPU and every CUDA device): dropout draws from them."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    cuda = [state[f"cuda.{i}"] for i in range(len(state) - 1) if f"cuda.{i}" in state]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)

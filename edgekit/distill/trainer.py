@@ -15,15 +15,22 @@ from typing import Any
 
 import torch
 
+from edgekit.distill import ddp
+from edgekit.distill.align import HiddenAligner
+from edgekit.distill.cache import rows_digest
 from edgekit.distill.checkpoint import load_checkpoint, save_checkpoint
-from edgekit.distill.losses import combined, topk_kl
+from edgekit.distill.losses import DIVERGENCES, next_token_labels
 from edgekit.distill.monitor import evaluate, model_logits
+from edgekit.distill.objective import Batch, batch_loss
+from edgekit.distill.onpolicy import on_policy_batch, uses_student_samples
+from edgekit.errors import ConfigError, InputError, Problem
+from edgekit.fileio import write_text_atomic
 
 
 @dataclass(frozen=True)
 class DistillConfig:
     steps: int = 200
-    batch_size: int = 8
+    batch_size: int = 8  # global rows per micro-batch (split across DDP ranks)
     seq_len: int = 256  # informational: rows are already packed to this length
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -33,6 +40,15 @@ class DistillConfig:
     temperature: float = 2.0
     alpha: float = 0.5  # weight of hard-label CE; 1.0 = no teacher signal
     divergence: str = "forward_kl"  # forward_kl | reverse_kl | jsd
+    beta: float = 0.5  # JSD mixture weight (divergence="jsd")
+    fused: bool = False  # KD loss from hidden states + lm_head, chunked: full logits never exist (not with align)
+    chunk: int = 1024  # tokens per chunk of the fused loss
+    cache_tail: str = "bucket"  # bucket | uniform: how a top-K cache's tail mass is compared (see topk_kl)
+    align: str = "none"  # none | mse | cosine: hidden-state alignment of mapped layers
+    align_weight: float = 1.0
+    align_attention: float = 0.0  # weight of attention-map transfer (head-averaged KL; switches to eager attention)
+    on_policy: float = 0.0  # λ: fraction of steps trained on the student's own samples (GKD)
+    on_policy_prompt: int = 0  # tokens of each row kept as the prompt when sampling (0: half the row)
     eval_every: int = 0  # steps between held-out evaluations (0: only at the end)
     checkpoint_every: int = 10
     seed: int = 0
@@ -77,7 +93,7 @@ def batch_rows(step: int, micro: int, n_rows: int, config: DistillConfig) -> tor
 def distill(
     teacher,
     student,
-    train_ids: torch.Tensor,
+    train_ids: torch.Tensor | None,
     config: DistillConfig,
     *,
     heldout_ids=None,
@@ -85,82 +101,139 @@ def distill(
     resume: bool = False,
     progress: bool = True,
     topk_cache=None,
+    prompt_lengths: torch.Tensor | None = None,
+    heldout_teacher_logits=None,
 ) -> DistillResult:
-    """Train ``student`` towards ``teacher`` (or a top-K cache) on rows ``train_ids`` [n, seq]."""
+    """Train ``student`` towards ``teacher`` (or a top-K cache) on rows ``train_ids`` [n, seq].
+
+    ``topk_cache`` (a :class:`~edgekit.distill.cache.TopKCache`) replaces the teacher; ``train_ids``
+    may then be None (the cache holds its rows). ``prompt_lengths`` [n] masks each row's prompt out
+    of the loss (sequence-level KD). ``heldout_teacher_logits`` ([rows*seq, vocab], from
+    ``monitor.model_logits``) gives the monitor its teacher when training from a cache. Under
+    torchrun the global batch is split across ranks.
+    """
     device = _device(config.device)
+    world = ddp.setup(device)
+    train_ids = _training_rows(train_ids, topk_cache)
+    _check(config, world, teacher, topk_cache)
     student.to(device).train()
     if teacher is not None:
         teacher.to(device).eval()
-    opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+    if config.align_attention > 0 and teacher is not None:
+        for model in (student, teacher):  # SDPA kernels do not return attention maps
+            model.set_attn_implementation("eager")
+    aligner = None
+    if config.align != "none":
+        aligner = HiddenAligner.for_models(student, teacher, config.align).to(device)
+    trainable = torch.nn.ModuleDict({"student": student, "aligner": aligner}) if aligner is not None else student
+    opt = torch.optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
     start, history = 0, []
     if workdir is not None and resume:
-        restored = load_checkpoint(Path(workdir), student, opt)
+        restored = load_checkpoint(Path(workdir), trainable, opt)
         if restored is not None:
             start, history = restored
-    teacher_heldout = model_logits(teacher, heldout_ids) if teacher is not None and heldout_ids is not None else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
-    with _progress(progress, config.steps, start) as bar:
+    teacher_heldout = heldout_teacher_logits
+    if teacher_heldout is None and teacher is not None and heldout_ids is not None:
+        teacher_heldout = model_logits(teacher, heldout_ids)
+    run = _Run(teacher, student, aligner, trainable, train_ids, prompt_lengths, topk_cache, opt, config, device, world)
+    with _progress(progress and world.main, config.steps, start) as bar:
         for step in range(start, config.steps):
             started = time.perf_counter()
-            loss_value = _step(step, teacher, student, train_ids, opt, config, device, autocast, topk_cache)
-            entry = {
-                "step": step + 1,
-                "loss": loss_value,
-                "lr": lr_at(step, config),
-                "tokens_per_s": config.batch_size
-                * config.grad_accum
-                * train_ids.shape[1]
-                / (time.perf_counter() - started),
-            }
+            entry = {"step": step + 1, "loss": _step(step, run), "lr": lr_at(step, config)}
+            tokens = config.batch_size * config.grad_accum * train_ids.shape[1]
+            entry["tokens_per_s"] = tokens / (time.perf_counter() - started)
             if heldout_ids is not None and config.eval_every and (step + 1) % config.eval_every == 0:
                 entry.update(evaluate(teacher_heldout, student, heldout_ids))
                 student.train()
             history.append(entry)
             bar(step + 1, entry)
             if workdir is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
-                save_checkpoint(Path(workdir), step + 1, student, opt, history)
-                _log(Path(workdir), entry)
+                if world.main:
+                    save_checkpoint(Path(workdir), step + 1, trainable, opt, history)
+                    write_text_atomic(Path(workdir) / "monitor.jsonl", "".join(json.dumps(e) + "\n" for e in history))
+                ddp.barrier(world)
     student.eval()
     final = evaluate(teacher_heldout, student, heldout_ids) if heldout_ids is not None else {}
     return DistillResult(student.cpu(), history, final)
 
 
-def _step(step, teacher, student, train_ids, opt, config, device, autocast, topk_cache) -> float:
-    for group in opt.param_groups:
-        group["lr"] = lr_at(step, config)
+@dataclass
+class _Run:
+    """Everything one training step needs (kept together so _step stays a short function)."""
+
+    teacher: Any
+    student: Any
+    aligner: Any
+    trainable: Any
+    train_ids: torch.Tensor
+    prompt_lengths: torch.Tensor | None
+    cache: Any
+    opt: torch.optim.Optimizer
+    config: DistillConfig
+    device: torch.device
+    world: ddp.World
+
+
+def _training_rows(train_ids, topk_cache) -> torch.Tensor:
+    """The rows to train on; with a cache they must be the rows it was built on (same sha256)."""
+    if topk_cache is None:
+        if train_ids is None:
+            raise ValueError("train_ids is required without a top-K cache")
+        return train_ids
+    if train_ids is None:
+        return topk_cache.all_input_ids()
+    if rows_digest(train_ids) != topk_cache.index["rows_sha256"]:
+        raise InputError(topk_cache.folder, "top-K cache was built on other token rows than the ones given")
+    return train_ids
+
+
+def _check(config: DistillConfig, world: ddp.World, teacher, cache) -> None:
+    problems = []
+    if config.batch_size % world.size:
+        problems.append(f"batch_size {config.batch_size} is not divisible by the {world.size} DDP ranks")
+    if (config.align != "none" or config.align_attention > 0) and teacher is None:
+        problems.append("hidden-state/attention alignment needs the teacher (not only a top-K cache)")
+    if config.on_policy > 0 and teacher is None:
+        problems.append("on-policy KD needs the teacher to score student samples (a cache cannot)")
+    if config.divergence not in DIVERGENCES:
+        problems.append(f"divergence {config.divergence!r} is not one of {', '.join(DIVERGENCES)}")
+    if cache is not None and config.divergence != "forward_kl":
+        problems.append("a top-K cache supports forward KL only (the tail hides the student-side terms)")
+    if problems:
+        raise ConfigError(Problem("distill", "", p) for p in problems)
+
+
+def _micro_batch(step: int, micro: int, run: _Run) -> Batch:
+    config = run.config
+    idx = run.world.shard(batch_rows(step, micro, len(run.train_ids), config))
+    rows = run.train_ids[idx].to(run.device)
+    lengths = run.prompt_lengths[idx] if run.prompt_lengths is not None else None
+    labels = next_token_labels(rows, prompt_lengths=lengths)
+    if run.teacher is not None and uses_student_samples(step, config.on_policy, config.seed):
+        prompt = config.on_policy_prompt or rows.shape[1] // 2
+        seed = ((config.seed * 1_000_003 + step) * 97 + micro) * 131 + run.world.rank
+        rows, labels = on_policy_batch(run.student, rows, prompt, seed)
+        return Batch(rows, labels, idx, on_policy=True)
+    return Batch(rows, labels, idx)
+
+
+def _step(step: int, run: _Run) -> float:
+    for group in run.opt.param_groups:
+        group["lr"] = lr_at(step, run.config)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" else _null()
     total = 0.0
-    for micro in range(config.grad_accum):
-        idx = batch_rows(step, micro, len(train_ids), config)
-        rows = train_ids[idx].to(device)
-        labels = torch.cat([rows[:, 1:], torch.full_like(rows[:, :1], -100)], dim=1).reshape(-1)
+    for micro in range(run.config.grad_accum):
+        batch = _micro_batch(step, micro, run)
         with autocast:
-            s_logits = student(input_ids=rows).logits.reshape(labels.numel(), -1)
-            if topk_cache is not None:
-                lp, ids = topk_cache.rows(idx)
-                loss = config.alpha * torch.nn.functional.cross_entropy(s_logits.float(), labels, ignore_index=-100)
-                loss = loss + (1 - config.alpha) * topk_kl(
-                    s_logits,
-                    lp.reshape(labels.numel(), -1).to(device),
-                    ids.reshape(labels.numel(), -1).to(device),
-                    labels,
-                )
-            else:
-                t_logits = None
-                if teacher is not None and config.alpha < 1:
-                    with torch.no_grad():
-                        t_logits = teacher(input_ids=rows).logits.reshape(labels.numel(), -1)
-                loss = combined(s_logits, t_logits, labels, config.temperature, config.alpha, config.divergence)
-        (loss / config.grad_accum).backward()
-        total += loss.item() / config.grad_accum
-    torch.nn.utils.clip_grad_norm_(student.parameters(), config.clip_norm)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return total
-
-
-def _log(workdir: Path, entry: dict) -> None:
-    with open(workdir / "monitor.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
+            loss = batch_loss(batch, run.student, run.teacher, run.aligner, run.cache, run.config)
+        (loss / run.config.grad_accum).backward()
+        total += loss.item() / run.config.grad_accum
+    params = [p for p in run.trainable.parameters() if p.requires_grad]
+    ddp.average_gradients(params, run.world)
+    torch.nn.utils.clip_grad_norm_(params, run.config.clip_norm)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return ddp.average_scalar(total, run.world)
 
 
 class _null:
@@ -187,9 +260,15 @@ class _progress:
         )
         self.bar.start()
         task = self.bar.add_task("distill", total=self.total, completed=self.start, info="")
-        return lambda step, e: self.bar.update(
-            task, completed=step, info=f"loss {e['loss']:.3f}  {e['tokens_per_s']:.0f} tok/s"
-        )
+        last_kl: dict[str, str] = {"kl": ""}
+
+        def update(step: int, e: dict) -> None:
+            if "kl" in e:  # held-out KL is only known on evaluation steps; keep showing the latest
+                last_kl["kl"] = f"  held-out KL {e['kl']:.3f}"
+            info = f"loss {e['loss']:.3f}  {e['tokens_per_s']:.0f} tok/s{last_kl['kl']}"
+            self.bar.update(task, completed=step, info=info)
+
+        return update
 
     def __exit__(self, *exc):
         if self.enabled:
