@@ -7,6 +7,7 @@ temporary name in the same folder and renamed into place (rename is atomic on on
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -63,6 +64,22 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         os.replace(target, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(final: str | Path) -> int:
+    """Delete what a killed ``atomic_path`` writer of ``final`` left beside it; returns how many.
+
+    A SIGKILL skips the ``finally`` that removes the temporary, so without this a pipeline that is
+    killed and resumed keeps a full hidden copy of every interrupted output. Call it only where no
+    other process can be writing ``final`` at the same moment (it would delete that writer's work).
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
+        return 0
+    stale = list(final.parent.glob(f".{glob.escape(final.name)}.*.tmp"))
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -9,12 +10,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from edgekit.errors import DoesNotFit
-from edgekit.pipeline import build
+import edgekit
+from edgekit.errors import BackendUnavailable, DoesNotFit, EdgekitError
+from edgekit.pipeline import build, preflight
 from edgekit.pipeline.bundle import read_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+build_module = importlib.import_module("edgekit.pipeline.build")
 
 TARGET = """
 name = "tiny-board"
@@ -83,9 +89,16 @@ def tiny_build(tmp_path, tiny_llama_dir):
     return make
 
 
-def _artifact_hashes(bundle: Path) -> dict[str, str]:
+# Files whose bytes depend only on the build's inputs (reports and results hold measured timings;
+# sidecars name the work folder the model came from).
+def _reproducible_hashes(bundle: Path) -> dict[str, str]:
     files = read_manifest(bundle)["files"]
-    return {f["path"]: f["sha256"] for f in files if f["path"].endswith(".gguf")}
+    keep = (".gguf", "target.toml")
+    return {f["path"]: f["sha256"] for f in files if f["path"].endswith(keep) or f["path"].startswith("tokenizer/")}
+
+
+def _no_teacher(*args, **kwargs):
+    raise AssertionError("preflight should have failed before the teacher was resolved")
 
 
 def test_impossible_target_fails_in_preflight_with_the_numbers(tiny_build, tmp_path):
@@ -99,6 +112,43 @@ def test_impossible_target_fails_in_preflight_with_the_numbers(tiny_build, tmp_p
     assert not (tmp_path / "out" / ".work").exists()
 
 
+def test_short_disk_fails_in_preflight_before_the_teacher_is_resolved(tiny_build, tmp_path, monkeypatch):
+    target, config = tiny_build()
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: SimpleNamespace(free=2**20))
+    monkeypatch.setattr(build_module, "resolve_teacher", _no_teacher)
+    with pytest.raises(EdgekitError, match=r"0\.0 GiB free, the build needs about"):
+        build(str(target), config_path=config, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists(), "preflight creates nothing"
+
+
+def test_missing_backend_fails_in_preflight_naming_the_package(tiny_build, tmp_path, monkeypatch):
+    target, config = tiny_build()
+    monkeypatch.setattr(preflight, "_importable", lambda module: module != "llama_cpp")
+    monkeypatch.setattr(build_module, "resolve_teacher", _no_teacher)
+    with pytest.raises(BackendUnavailable, match="pip install llama-cpp-python"):
+        build(str(target), config_path=config, out=tmp_path / "out", progress=False)
+
+
+def test_cli_build_on_an_impossible_target_is_one_line_error_with_exit_code_5(tiny_build, tmp_path):
+    target, config = tiny_build(memory_mb=1)
+    cmd = [sys.executable, "-m", "edgekit", "build", "-t", str(target), "-c", str(config), "-o", str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 5 and "Traceback" not in result.stderr
+    assert len(lines) == 1 and "does not fit tiny-board" in lines[0]
+
+
+def test_recommendation_defaults_to_the_smallest_level_when_none_meets_the_target():
+    passed = [
+        {"path": "gguf/m-Q8_0.gguf", "quant": "Q8_0", "file_size_bytes": 900},
+        {"path": "gguf/m-Q4_K_M.gguf", "quant": "Q4_K_M", "file_size_bytes": 500},
+    ]
+    measured = {"artifact": None, "quant": None, "basis": "predicted", "reason": "no level fits board's 1 MiB"}
+    rec = build_module._unmet_recommendation(passed, measured)
+    assert rec["artifact"] == "gguf/m-Q4_K_M.gguf" and rec["meets_target"] is False
+    assert rec["reason"].startswith("no level fits board's 1 MiB") and rec["basis"] == "predicted"
+
+
 @pytest.mark.integration
 def test_second_build_skips_every_stage_and_bundle_lists_every_file(tiny_build, tmp_path):
     target, config = tiny_build()
@@ -109,42 +159,77 @@ def test_second_build_skips_every_stage_and_bundle_lists_every_file(tiny_build, 
     manifest = read_manifest(second.bundle)
     on_disk = {p.relative_to(second.bundle).as_posix() for p in second.bundle.rglob("*") if p.is_file()}
     assert {f["path"] for f in manifest["files"]} == on_disk - {"manifest.json"}
+    assert {"report.html", "report.md", "target.toml", "tokenizer/tokenizer.json"} <= on_disk
     assert manifest["verification"]["passed"] and manifest["recommended"]["artifact"]
     assert {"torch", "transformers", "llama-cpp-python", "onnxruntime"} <= set(manifest["versions"])
-    assert _artifact_hashes(first.bundle) == _artifact_hashes(second.bundle)
+    assert [s["name"] for s in manifest["stages"]] == ["distill", "prune", "recover", "export", "verify", "bench"]
+    assert all(s["seconds"] > 0 for s in manifest["stages"])
+    assert _reproducible_hashes(first.bundle) == _reproducible_hashes(second.bundle)
 
 
 @pytest.mark.integration
-def test_killed_build_resumed_equals_an_uninterrupted_one(tiny_build, tmp_path):
-    target, config = tiny_build(steps=40)
-    reference = build(str(target), config_path=config, out=tmp_path / "ref", progress=False)
+def test_bundle_loads_its_recommended_artifact_and_inspect_names_it(tiny_build, tmp_path):
+    target, config = tiny_build()
+    result = build(str(target), config_path=config, out=tmp_path / "out", progress=False)
+    recommended = result.manifest["recommended"]["artifact"]
+    with edgekit.load(result.bundle) as model:
+        assert Path(model.info.path) == (result.bundle / recommended).resolve()
+        assert isinstance(model.generate("def", max_tokens=4), str)
+    shown = subprocess.run(
+        [sys.executable, "-m", "edgekit", "inspect", str(result.bundle)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"recommended {recommended}" in shown.stdout and "tiny-board" in shown.stdout
 
+
+def _build_cmd(target: Path, config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "edgekit", "build", "-t", str(target), "-c", str(config), "-o", str(out)]
+
+
+def _inside(out: Path, stage: str) -> bool:
+    """True once ``stage`` is under way: a distill checkpoint, or the stage's temporary output has files."""
+    if stage == "distill":
+        return bool(list(out.glob(".work/*/scratch/distill-*/*")))
+    return any(p.is_file() for tmp in out.glob(f".work/*/stages/.{stage}-*.tmp") for p in tmp.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def reference_build(make_tiny_hf, tmp_path_factory):
+    """An uninterrupted build, shared by the kill tests: (target, config, bundle)."""
+    folder = tmp_path_factory.mktemp("reference")
+    target, config = folder / "tiny-board.toml", folder / "build.toml"
+    target.write_text(TARGET.format(memory_mb=200))
+    config.write_text(CONFIG.format(teacher=make_tiny_hf("llama"), steps=40))
+    return target, config, build(str(target), config_path=config, out=folder / "out", progress=False).bundle
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stage", ["distill", "export", "bench"])
+def test_build_killed_during_a_stage_then_resumed_equals_an_uninterrupted_one(reference_build, tmp_path, stage):
+    target, config, reference = reference_build
     out = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgekit",
-        "build",
-        "--target",
-        str(target),
-        "--config",
-        str(config),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    cmd = [*_build_cmd(target, config, out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not list(out.glob(".work/*/scratch/distill-*/*")):
-        time.sleep(0.05)  # a checkpoint exists: distillation is under way
-    time.sleep(0.5)
+    while time.time() < deadline and proc.poll() is None and not _inside(out, stage):
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the build ended before it was killed in {stage}"
+    assert not list(out.glob(f".work/*/stages/{stage}-*/stage.json")), f"killed after {stage} had finished"
     assert not (out / "tiny-board").exists(), "a killed build must not leave a bundle"
 
     done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert _artifact_hashes(out / "tiny-board" / reference.bundle.name) == _artifact_hashes(reference.bundle)
-    manifest = json.loads((out / "tiny-board" / reference.bundle.name / "manifest.json").read_text())
+    bundle = out / "tiny-board" / reference.name
+    assert _reproducible_hashes(bundle) == _reproducible_hashes(reference)
+    manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["recommended"]["artifact"] in {a["path"] for a in manifest["artifacts"]}
+    leftovers = list(out.rglob(".*.tmp"))
+    assert not leftovers, f"half-written outputs left behind: {leftovers}"

@@ -80,3 +80,41 @@ def test_build_config_and_target_problems_are_reported_together_with_file_and_ke
 def test_build_config_defaults_when_no_file_is_given():
     config = load_build_config(None)
     assert config.teacher.model == "demo" and config.distill.enabled and config.prune.enabled
+
+
+def test_stale_temporary_of_a_killed_stage_is_removed_when_the_stage_runs_again(tmp_path):
+    runner = StageRunner(tmp_path)
+    key = runner.key("s", {"a": 1})
+    stale = tmp_path / "stages" / f".s-{key}.k1ll3d.tmp" / f"s-{key}"
+    stale.mkdir(parents=True)
+    (stale / "half.bin").write_bytes(b"partial")  # what a SIGKILL mid-stage leaves behind
+    other = tmp_path / "stages" / ".t-0000.k1ll3d.tmp"
+    other.mkdir()
+    result = runner.run("s", {"a": 1}, _body([]))
+    hidden = {p.name for p in (tmp_path / "stages").iterdir() if p.name.startswith(".")}
+    assert hidden == {other.name}, "only the re-run stage's own leftovers are removed"
+    assert (result.path / "result.txt").read_text() == "x"
+
+
+def test_set_overrides_beat_the_config_file_and_the_defaults(tmp_path):
+    path = tmp_path / "build.toml"
+    path.write_text("[distill]\nsteps = 50\nlr = 1e-4\n")
+    config = load_build_config(
+        path, ["distill.steps=7", 'export.gguf_levels=["Q8_0"]', "teacher.model=./my-model", "prune.enabled=false"]
+    )
+    assert config.distill.steps == 7 and config.distill.lr == 1e-4  # the file's other keys stay
+    assert config.export.gguf_levels == ["Q8_0"] and config.teacher.model == "./my-model"
+    assert config.prune.enabled is False and config.recover.steps == 120
+
+
+def test_set_problems_name_the_flag_and_the_key(tmp_path):
+    path = tmp_path / "build.toml"
+    path.write_text("[prune]\nffn = 2.0\n")
+    with pytest.raises(ConfigError) as info:
+        load_build_config(path, ["distill.colour=1", "distill.steps=0", "novalue"])
+    found = {(p.source, p.key) for p in info.value.problems}
+    assert ("--set", "novalue") in found
+    with pytest.raises(ConfigError) as info:
+        load_build_config(path, ["distill.colour=1", "distill.steps=0"])
+    found = {(p.source, p.key) for p in info.value.problems}
+    assert found == {("--set", "distill.colour"), ("--set", "distill.steps"), (str(path), "prune.ffn")}

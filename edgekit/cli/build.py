@@ -18,6 +18,12 @@ def build(
     ),
     teacher: str = typer.Option(None, "--teacher", help="HF folder or Hub id; default: the built-in demo teacher."),
     config: Path = typer.Option(None, "--config", "-c", help="Build config TOML overriding the defaults."),
+    settings: list[str] = typer.Option(
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override one build-config key, e.g. --set distill.steps=80 (repeatable).",
+    ),
     out: Path = typer.Option(Path("export"), "--out", "-o", help="Bundles go to OUT/<target>/<model>/."),
     workdir: Path = typer.Option(None, "--workdir", help="Stage outputs and checkpoints (default OUT/.work/<model>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from its checkpoints."),
@@ -25,19 +31,37 @@ def build(
 ) -> None:
     """Distill, prune, recover, export, quantize, verify, benchmark and bundle for one target.
 
-    Finished stages are skipped on the next run (their inputs are hashed), so re-running after a change redoes only what it affects. With no --teacher the built-in demo teacher is trained (a few minutes) and used, which makes this command a complete tour: `edgekit build --target raspberry-pi-5`.
+    Preflight checks (profile and config, backends, disk, whether the model can fit the target) fail in seconds, before any training. Settings come from the target profile and the build-config defaults (docs/pipeline.md), then --config, then --set. Finished stages are skipped on the next run (their inputs are hashed), so re-running after a change redoes only what it affects; after an interruption, --resume also continues distillation from its last checkpoint. With no --teacher the built-in demo teacher is trained once (a few minutes) and used.
+
+    [bold]Examples[/]
+
+      edgekit build --target raspberry-pi-5
+
+      edgekit build --target jetson-orin-nano --teacher ./my-llama --config build.toml
+
+      edgekit build --target raspberry-pi-5 --set distill.steps=40 --set export.gguf_levels='["Q8_0"]'
+
+      edgekit build --target raspberry-pi-5 --resume
     """
     from edgekit.pipeline import build as run_build
 
     result = run_build(
-        target, teacher=teacher, config_path=config, out=out, workdir=workdir, resume=resume, progress=progress
+        target,
+        teacher=teacher,
+        config_path=config,
+        overrides=settings or (),
+        out=out,
+        workdir=workdir,
+        resume=resume,
+        progress=progress,
     )
     for stage in result.stages:
         state = "cached" if stage.skipped else f"{stage.seconds:.1f} s"
         console.print(f"  {stage.name:8} {state}")
     rec = result.manifest["recommended"]
     console.print(f"[bold green]bundle[/] {result.bundle}")
-    console.print(f"[bold]recommended[/] {rec['artifact']} ({rec['quant']}): {rec['reason']}")
+    colour = "yellow" if rec.get("meets_target") is False else "bold"
+    console.print(f"[{colour}]recommended[/] {rec['artifact']} ({rec['quant']}): {rec['reason']}")
 
 
 def inspect(

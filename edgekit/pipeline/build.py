@@ -7,10 +7,12 @@ them, and a build for another target reuses the target-independent stages.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich import get_console
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -37,15 +39,20 @@ def build(
     *,
     teacher: str | None = None,
     config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
     out: str | Path = "export",
     workdir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
     console: Console | None = None,
 ) -> BuildResult:
-    """Run the whole pipeline for ``target`` and return the bundle it wrote."""
-    console = console or Console(stderr=True)
-    profile, config = preflight.load_inputs(target, config_path)
+    """Run the whole pipeline for ``target`` and return the bundle it wrote.
+
+    Settings come from the build config's defaults, then ``config_path`` (TOML), then ``overrides``
+    (``section.key=value``); ``teacher`` overrides ``[teacher] model``.
+    """
+    console = console or get_console()  # the stages' own bars nest in this display only if they share it
+    profile, config = preflight.load_inputs(target, config_path, overrides)
     source = teacher or config.teacher.model
     preflight.check_teacher_source(source)
     plan = stages.export_plan(profile, config.export)
@@ -54,10 +61,11 @@ def build(
     teacher_config = _teacher_config(source, config.teacher.trust_remote_code)
     student_config = preflight.predicted_student_config(teacher_config, config, round_to)
     preflight.check_fits(student_config, profile, source)
-    ref = resolve_teacher(source, config.teacher.trust_remote_code, progress=progress)
     out = Path(out)
+    n_levels = sum(len(v) for v in plan.values())
+    preflight.check_disk(Path(workdir) if workdir else out, preflight.parameter_estimate(teacher_config), n_levels)
+    ref = resolve_teacher(source, config.teacher.trust_remote_code, progress=progress)
     work = Path(workdir) if workdir else out / ".work" / ref.name
-    preflight.check_disk(work, _param_estimate(ref.path), sum(len(v) for v in plan.values()))
 
     with Progress(
         TextColumn("[bold]build[/] {task.description}"),
@@ -87,12 +95,6 @@ def _teacher_config(source: str, trust_remote_code: bool):
 
         return demo_config()
     return load_config(source, trust_remote_code=trust_remote_code)
-
-
-def _param_estimate(path: str) -> int:
-    config = load_config(path)
-    layer = 4 * config.hidden_size**2 + 3 * config.hidden_size * config.intermediate_size
-    return config.num_hidden_layers * layer + 2 * config.vocab_size * config.hidden_size
 
 
 def _run_stages(
@@ -175,6 +177,8 @@ def _run_stages(
             ),
         )
         bench_dir, recommendation = b.path, b.summary["recommendation"]
+        if recommendation.get("artifact") is None:  # nothing meets the target: still name a default
+            recommendation = _unmet_recommendation(passed, recommendation)
     if runner.on_stage is not None:
         runner.on_stage("bundle", "run")
     manifest = _manifest(runner, ref, profile, model_path, passed, v.summary["reports"], recommendation)
@@ -214,6 +218,18 @@ def _fallback_recommendation(passed: list[dict[str, Any]]) -> dict[str, Any]:
         "quant": best["quant"],
         "basis": "size",
         "reason": f"{best['quant']} is the smallest artifact that passed verification (no benchmark was run)",
+    }
+
+
+def _unmet_recommendation(passed: list[dict[str, Any]], measured: dict[str, Any]) -> dict[str, Any]:
+    """No level met the target's budget and speed floor: default to the smallest, and say so."""
+    smallest = _fallback_recommendation(passed)
+    return {
+        **measured,
+        "artifact": smallest["artifact"],
+        "quant": smallest["quant"],
+        "meets_target": False,
+        "reason": f"{measured['reason']}; {smallest['quant']}, the smallest verified level, is the default",
     }
 
 

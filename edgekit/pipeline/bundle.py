@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgekit.fileio import atomic_path, read_json, sha256_file, write_json_atomic
+from edgekit.fileio import atomic_path, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -44,6 +44,7 @@ def write_bundle(
     manifest: dict[str, Any],
 ) -> Path:
     """Copy artifacts (with sidecars), tokenizer, profile and report into ``bundle``; write the manifest."""
+    remove_stale_temporaries(bundle)  # left by a build killed while bundling
     with atomic_path(bundle) as tmp:
         tmp.mkdir()
         for entry in artifacts:

@@ -1,12 +1,15 @@
 """The build configuration: what ``edgekit build`` does at each stage.
 
 Defaults suit the built-in demo teacher on a 2-core CPU; a TOML file (``--config build.toml``)
-overrides them section by section. Unknown keys are errors and every problem is reported at once.
+overrides them section by section, and ``--set section.key=value`` flags override both. Unknown keys
+are errors and every problem is reported at once.
 """
 
 from __future__ import annotations
 
+import copy
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -104,8 +107,11 @@ class BuildConfig(_Strict):
     seed: int = 0
 
 
-def parse_build_config(data: dict, source: str) -> BuildConfig:
-    """Validate build-config data, raising one ConfigError with every problem (file + dotted key)."""
+def parse_build_config(data: dict, source: str, overridden: frozenset[str] = frozenset()) -> BuildConfig:
+    """Validate build-config data, raising one ConfigError with every problem (file + dotted key).
+
+    Problems in keys named in ``overridden`` are attributed to ``--set`` rather than the file.
+    """
     try:
         return BuildConfig.model_validate(data)
     except ValidationError as exc:
@@ -114,19 +120,61 @@ def parse_build_config(data: dict, source: str) -> BuildConfig:
             key = ".".join(str(p) for p in err["loc"])
             default = err["msg"].removeprefix("Value error, ")
             msg = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(err["type"], default)
-            problems.append(Problem(source, key, msg))
+            origin = OVERRIDE_SOURCE if any(key == k or key.startswith(f"{k}.") for k in overridden) else source
+            problems.append(Problem(origin, key, msg))
         raise ConfigError(problems) from None
 
 
-def load_build_config(path: str | Path | None) -> BuildConfig:
-    """The build config from a TOML file, or the defaults when ``path`` is None."""
-    if path is None:
-        return BuildConfig()
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "build config file not found")
+OVERRIDE_SOURCE = "--set"
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> tuple[dict, frozenset[str]]:
+    """Merge ``section.key=value`` settings into config data; values are TOML (``3``, ``["Q8_0"]``).
+
+    A value that is not valid TOML is taken as a string, so ``teacher.model=./my-model`` works
+    unquoted. Returns the merged data and the dotted keys that were set.
+    """
+    merged = copy.deepcopy(data)
+    problems, keys = [], set()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            problems.append(Problem(OVERRIDE_SOURCE, item, "expected SECTION.KEY=VALUE, e.g. distill.steps=80"))
+            continue
+        *sections, leaf = key.split(".")
+        node = merged
+        for part in sections:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append(Problem(OVERRIDE_SOURCE, key, f"{part} is a value, not a section"))
+                break
+            node = child
+        else:
+            node[leaf] = _toml_value(raw.strip())
+            keys.add(key)
+    if problems:
+        raise ConfigError(problems)
+    return merged, frozenset(keys)
+
+
+def _toml_value(raw: str):
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([Problem(str(path), "", f"not valid TOML ({exc})")]) from None
-    return parse_build_config(data, str(path))
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def load_build_config(path: str | Path | None, overrides: Sequence[str] = ()) -> BuildConfig:
+    """The build config from a TOML file (or the defaults when ``path`` is None), then ``overrides``."""
+    data, source = {}, "defaults"
+    if path is not None:
+        path, source = Path(path), str(path)
+        if not path.is_file():
+            raise InputError(path, "build config file not found")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([Problem(str(path), "", f"not valid TOML ({exc})")]) from None
+    data, overridden = apply_overrides(data, overrides)
+    return parse_build_config(data, source, overridden)

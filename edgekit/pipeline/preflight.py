@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ BACKEND_MODULES = {
 BYTES_PER_FP32 = 4
 
 
-def load_inputs(target: str, config_path: str | Path | None) -> tuple[TargetProfile, BuildConfig]:
+def load_inputs(
+    target: str, config_path: str | Path | None, overrides: Sequence[str] = ()
+) -> tuple[TargetProfile, BuildConfig]:
     """Load the profile and the build config, reporting every problem in both at once."""
     problems: list[Problem] = []
     profile = config = None
@@ -35,7 +38,7 @@ def load_inputs(target: str, config_path: str | Path | None) -> tuple[TargetProf
     except ConfigError as exc:
         problems += exc.problems
     try:
-        config = load_build_config(config_path)
+        config = load_build_config(config_path, overrides)
     except ConfigError as exc:
         problems += exc.problems
     if problems:
@@ -58,12 +61,23 @@ def _importable(module: str) -> bool:
 
 
 def check_disk(folder: Path, teacher_params: int, n_levels: int) -> None:
-    """Need roughly: teacher + 3 student checkpoints in fp32, plus one file per level, with 20% slack."""
+    """Need roughly: teacher + 3 student checkpoints in fp32, plus one file per level, with 20% slack.
+
+    ``folder`` need not exist yet (nothing is created here); the nearest existing parent is measured.
+    """
     need = int(teacher_params * BYTES_PER_FP32 * (4 + n_levels) * 1.2)
-    folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
     if free < need:
         raise EdgekitError(f"{folder}: {free / 2**30:.1f} GiB free, the build needs about {need / 2**30:.1f} GiB")
+
+
+def parameter_estimate(config: Any) -> int:
+    """Parameters of a Llama-shaped config (attention counted as 4 square matrices), for the disk check."""
+    layer = 4 * config.hidden_size**2 + 3 * config.hidden_size * config.intermediate_size
+    return config.num_hidden_layers * layer + 2 * config.vocab_size * config.hidden_size
 
 
 def predicted_student_config(teacher_config: Any, config: BuildConfig, round_to: int) -> Any:

@@ -2,7 +2,8 @@
 
 A stage's key hashes its name, its spec and the keys of the stages it consumes. Its output lives in
 ``<workdir>/stages/<name>-<key>/`` and appears there only once complete (written under a temporary
-name, then renamed), with ``stage.json`` recording the summary and timing. A stage may keep
+name, then renamed), with ``stage.json`` recording the summary and timing; what a killed run left
+under the temporary name is deleted when the stage runs again. A stage may keep
 checkpoints in its scratch folder; with ``resume`` they survive an interruption and the stage
 continues from them, otherwise they are cleared.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError, StageError
-from edgekit.fileio import atomic_path, read_json, sha256_json, write_json_atomic
+from edgekit.fileio import atomic_path, read_json, remove_stale_temporaries, sha256_json, write_json_atomic
 
 STAGE_FILE = "stage.json"
 PIPELINE_SCHEMA = 1  # bump when a stage's output layout changes, so old outputs are not reused
@@ -62,6 +63,7 @@ class StageRunner:
         if scratch.exists() and not self.resume:
             shutil.rmtree(scratch)
         scratch.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # a half-written output from a killed run of this same stage
         self._notify(name, "run")
         started = time.perf_counter()
         try:

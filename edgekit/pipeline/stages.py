@@ -240,6 +240,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure every verified artifact, recommend a level and write the report."""
     from edgekit.bench import recommend, run_suite, write_report
+    from edgekit.fileio import write_json_atomic
 
     results = run_suite(
         [export_dir / p for p in paths],
@@ -253,5 +254,6 @@ def run_bench(
     for r in results["results"]:  # the bundle's own paths, not this machine's work folder
         r["artifact"] = relative.get(str(r["artifact"]), r["artifact"])
     results["recommendation"] = recommend(results, target)
+    write_json_atomic(out / "results.json", results)  # again: with bundle paths and the recommendation
     md, html = write_report(results, out)
     return {"recommendation": results["recommendation"], "report_md": md.name, "report_html": html.name}
