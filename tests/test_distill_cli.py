@@ -69,6 +69,26 @@ def test_distill_command_reports_every_bad_option_at_once(make_tiny_hf, tmp_path
     assert {p.source for p in problems} == {"--loss", "--alpha", "--align"}
 
 
+def test_existing_small_student_with_the_teachers_tokenizer_is_trained_in_its_own_shape(make_tiny_hf, tmp_path):
+    teacher = make_tiny_hf("llama")
+    small = make_tiny_hf("llama", num_layers=1, hidden_size=128, intermediate_size=256, num_heads=2, num_kv_heads=1)
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["distill", str(teacher), "--student", str(small), "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert (saved["num_hidden_layers"], saved["hidden_size"], saved["num_attention_heads"]) == (1, 128, 2)
+    summary = json.loads((out / "distill.json").read_text())
+    assert summary["heldout"]["kl"] > 0 and summary["steps"] == 3  # logit-level KD: same vocabulary
+
+
+def test_distill_command_refuses_non_positive_steps_and_batch(make_tiny_hf, tmp_path):
+    teacher = make_tiny_hf("llama")
+    result = runner.invoke(app, ["distill", str(teacher), "--steps", "0", "--batch-size", "0", "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert {p.source for p in result.exception.problems} == {"--steps", "--batch-size"}
+    assert not (tmp_path / "model").exists()
+
+
 def test_student_with_another_tokenizer_is_refused_with_a_pointer_to_seq_kd(make_tiny_hf, tmp_path):
     teacher, other = make_tiny_hf("llama"), make_tiny_hf("llama", tokenizer="sp")
     result = runner.invoke(app, ["distill", str(teacher), "--student", str(other), "--out", str(tmp_path), *TINY])

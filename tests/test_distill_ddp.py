@@ -77,3 +77,21 @@ def test_two_process_ddp_follows_single_process_loss_curve(tmp_path):
     w0, w1 = torch.load(tmp_path / "weights-0.pt"), torch.load(tmp_path / "weights-1.pt")
     assert all(torch.equal(w0[k], w1[k]) for k in w0)  # ranks stay in lockstep
     assert (tmp_path / "run" / "latest" / "model.safetensors").is_file()  # written by rank 0
+
+
+@pytest.mark.parametrize(
+    ("env", "asked", "expected"),
+    [
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cuda", "cuda:1"),  # each rank its own GPU
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cpu", "cpu"),
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "cuda:0", "cuda:0"),  # an explicit index is kept
+        ({"WORLD_SIZE": "1"}, "cuda", "cuda"),
+    ],
+)
+def test_local_device_gives_each_cuda_rank_its_local_gpu(monkeypatch, env, asked, expected):
+    from edgekit.distill.ddp import local_device
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert local_device(torch.device(asked)) == torch.device(expected)

@@ -130,6 +130,22 @@ def test_fused_loss_equals_naive_in_value_and_gradient_when_masked(divergence, a
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_fused_loss_stays_fp32_when_called_under_bf16_autocast():
+    h, w, _, labels = _fused_inputs()
+    g = torch.Generator().manual_seed(13)
+    th, tw = torch.randn(len(h), 24, generator=g), torch.randn(len(w), 24, generator=g) * 0.5
+    kwargs = dict(teacher_hidden=th, teacher_weight=tw, labels=labels, temperature=2.0, alpha=0.3, chunk=16)
+    ref = fused_kd_loss(h, w, **kwargs)
+    ref_grad = torch.autograd.grad(ref, (h, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the trainer's autocast, on the CPU for the test
+        got = fused_kd_loss(h, w, **kwargs)
+    got_grad = torch.autograd.grad(got, (h, w))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(got_grad, ref_grad, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_fused_loss_from_teacher_hidden_states_equals_loss_from_teacher_logits():
     h, w, _, labels = _fused_inputs()
     g = torch.Generator().manual_seed(12)

@@ -120,3 +120,37 @@ def test_gradient_accumulation_follows_the_loss_curve_of_one_big_batch(teacher_a
     # Adam's first steps are ±lr on every weight, so compare losses (not bits) across summation orders
     for a, b in zip(big.history, acc.history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
+def test_autocast_is_bf16_on_cuda_and_absent_on_cpu():
+    import contextlib
+    import warnings
+
+    from edgekit.distill.trainer import autocast_for
+
+    assert isinstance(autocast_for(torch.device("cpu")), contextlib.nullcontext)
+    with warnings.catch_warnings():  # on a machine without CUDA torch warns that it would disable it
+        warnings.simplefilter("ignore")
+        ctx = autocast_for(torch.device("cuda"))
+    assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fused", [False, True])
+def test_cuda_run_computes_in_bf16_keeps_fp32_weights_and_lowers_kl(teacher_and_rows, fused):
+    teacher, rows, heldout = teacher_and_rows
+    seen = []  # dtypes of a projection's output during training steps (evaluation runs in fp32)
+    student = _student(teacher)
+    student.model.layers[0].mlp.up_proj.register_forward_hook(lambda m, a, out: m.training and seen.append(out.dtype))
+    config = _config(steps=12, alpha=0.0, device="cuda", fused=fused)
+    try:
+        untrained = _config(steps=0, device="cuda")
+        start = distill(teacher, _student(teacher), rows, untrained, heldout_ids=heldout, progress=False)
+        result = distill(teacher, student, rows, config, heldout_ids=heldout, progress=False)
+    finally:
+        teacher.cpu()  # the module's other tests expect it where they left it
+    before = start.final
+    assert set(seen) == {torch.bfloat16}  # matmuls under autocast
+    assert all(p.dtype == torch.float32 for p in result.student.parameters())  # master weights stay fp32
+    assert result.final["kl"] < before["kl"] * 0.9
+    assert all(e["cuda_peak_mib"] > 0 and e["tokens_per_s"] > 0 for e in result.history)

@@ -93,6 +93,10 @@ def distill(
         problems.append(Problem("--alpha", "", f"{alpha} is outside [0, 1]"))
     if not 0.0 <= on_policy <= 1.0:
         problems.append(Problem("--on-policy", "", f"{on_policy} is outside [0, 1]"))
+    if steps < 1:
+        problems.append(Problem("--steps", "", f"{steps} must be >= 1"))
+    if batch_size < 1:
+        problems.append(Problem("--batch-size", "", f"{batch_size} must be >= 1"))
     if temperature <= 0:
         problems.append(Problem("--temperature", "", f"{temperature} must be > 0"))
     if topk_cache is not None and (seq_kd or on_policy > 0 or align != "none" or align_attention > 0):

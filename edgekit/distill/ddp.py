@@ -19,6 +19,7 @@ import torch.distributed as dist
 class World:
     rank: int = 0
     size: int = 1
+    device: str = "cpu"  # where collectives run: NCCL only reduces CUDA tensors
 
     @property
     def main(self) -> bool:
@@ -30,14 +31,29 @@ class World:
         return idx[self.rank :: self.size]
 
 
+def local_device(device: torch.device) -> torch.device:
+    """This rank's device: under a multi-process launch each CUDA rank takes GPU ``LOCAL_RANK``.
+
+    Without it every rank would land on cuda:0, which NCCL refuses (and would not fit anyway).
+    """
+    if device.type != "cuda" or device.index is not None or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def setup(device: torch.device) -> World:
-    """Join the process group when launched with WORLD_SIZE > 1 (idempotent); else a 1-process world."""
+    """Join the process group when launched with WORLD_SIZE > 1 (idempotent); else a 1-process world.
+
+    ``device`` is the one :func:`local_device` chose for this rank.
+    """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
-        return World()
+        return World(device=str(device))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return World(dist.get_rank(), dist.get_world_size())
+    return World(dist.get_rank(), dist.get_world_size(), str(device))
 
 
 def average_gradients(params, world: World) -> None:
@@ -58,7 +74,7 @@ def average_scalar(value: float, world: World) -> float:
     """Mean of a Python float over ranks (for the logged loss)."""
     if world.size == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=world.device)
     dist.all_reduce(t)
     return float(t.item()) / world.size
 

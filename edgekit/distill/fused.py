@@ -36,6 +36,12 @@ def _acc(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+def _full_precision(x: torch.Tensor):
+    """Autocast off: under the trainer's bf16 autocast the chunk matmuls would otherwise run in bf16,
+    and forward (autocast on) and the recomputing backward (autocast off) would disagree."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def _teacher_chunk(t_logits, t_hidden, t_weight, sl: slice) -> torch.Tensor | None:
     if t_logits is not None:
         return t_logits[sl]
@@ -52,7 +58,7 @@ class _FusedKD(torch.autograd.Function):
     def forward(ctx, hidden, weight, t_logits, t_hidden, t_weight, labels, spec, chunk):
         n_counted = int((labels != IGNORE).sum())
         total = torch.zeros((), dtype=_acc(hidden).dtype, device=hidden.device)
-        with torch.no_grad():
+        with torch.no_grad(), _full_precision(hidden):
             for start in range(0, hidden.shape[0], chunk):
                 sl = slice(start, start + chunk)
                 z = _acc(hidden[sl]) @ _acc(weight).t()
@@ -68,21 +74,22 @@ class _FusedKD(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros_like(w32) if ctx.needs_input_grad[1] else None
         scale = grad_out.to(w32.dtype) / ctx.n
-        for start in range(0, hidden.shape[0], ctx.chunk):
-            sl = slice(start, start + ctx.chunk)
-            h = _acc(hidden[sl])
-            with torch.no_grad():
-                z = h @ w32.t()
-            with torch.enable_grad():
-                z.requires_grad_(True)
-                loss = _chunk_loss(z, _teacher_chunk(t_logits, t_hidden, t_weight, sl), labels[sl], ctx.spec)
-                (g,) = torch.autograd.grad(loss, z)
-            g = g * scale
-            if grad_h is not None:
-                grad_h[sl] = (g @ w32).to(hidden.dtype)
-            if grad_w is not None:
-                grad_w += g.t() @ h
-            del z, g
+        with _full_precision(hidden):
+            for start in range(0, hidden.shape[0], ctx.chunk):
+                sl = slice(start, start + ctx.chunk)
+                h = _acc(hidden[sl])
+                with torch.no_grad():
+                    z = h @ w32.t()
+                with torch.enable_grad():
+                    z.requires_grad_(True)
+                    loss = _chunk_loss(z, _teacher_chunk(t_logits, t_hidden, t_weight, sl), labels[sl], ctx.spec)
+                    (g,) = torch.autograd.grad(loss, z)
+                g = g * scale
+                if grad_h is not None:
+                    grad_h[sl] = (g @ w32).to(hidden.dtype)
+                if grad_w is not None:
+                    grad_w += g.t() @ h
+                del z, g
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         return grad_h, grad_w, None, None, None, None, None, None
 

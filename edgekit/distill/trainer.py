@@ -6,6 +6,7 @@ so a resumed run sees exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -112,7 +113,7 @@ def distill(
     ``monitor.model_logits``) gives the monitor its teacher when training from a cache. Under
     torchrun the global batch is split across ranks.
     """
-    device = _device(config.device)
+    device = ddp.local_device(_device(config.device))
     world = ddp.setup(device)
     train_ids = _training_rows(train_ids, topk_cache)
     _check(config, world, teacher, topk_cache)
@@ -142,6 +143,8 @@ def distill(
             entry = {"step": step + 1, "loss": _step(step, run), "lr": lr_at(step, config)}
             tokens = config.batch_size * config.grad_accum * train_ids.shape[1]
             entry["tokens_per_s"] = tokens / (time.perf_counter() - started)
+            if device.type == "cuda":  # peak since the run began, MiB (the figure a GPU run is sized by)
+                entry["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             if heldout_ids is not None and config.eval_every and (step + 1) % config.eval_every == 0:
                 entry.update(evaluate(teacher_heldout, student, heldout_ids))
                 student.train()
@@ -220,7 +223,7 @@ def _micro_batch(step: int, micro: int, run: _Run) -> Batch:
 def _step(step: int, run: _Run) -> float:
     for group in run.opt.param_groups:
         group["lr"] = lr_at(step, run.config)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" else _null()
+    autocast = autocast_for(run.device)
     total = 0.0
     for micro in range(run.config.grad_accum):
         batch = _micro_batch(step, micro, run)
@@ -236,16 +239,21 @@ def _step(step: int, run: _Run) -> float:
     return ddp.average_scalar(total, run.world)
 
 
-class _null:
-    def __enter__(self):
-        return self
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (weights and optimizer state stay fp32); nothing on CPU, where runs are fp32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
-    def __exit__(self, *exc):
-        return False
+
+def progress_text(entry: dict, heldout_kl: float | None) -> str:
+    """The progress bar's line after a step: training loss, tokens/s and the latest held-out KL (nats/token)."""
+    text = f"loss {entry['loss']:.3f}  {entry['tokens_per_s']:.0f} tok/s"
+    return text if heldout_kl is None else f"{text}  held-out KL {heldout_kl:.3f}"
 
 
 class _progress:
-    """A rich progress bar showing loss and tokens/s (no-op when disabled)."""
+    """A rich progress bar showing loss, tokens/s and held-out KL (no-op when disabled)."""
 
     def __init__(self, enabled: bool, total: int, start: int):
         self.enabled, self.total, self.start = enabled, total, start
@@ -260,13 +268,12 @@ class _progress:
         )
         self.bar.start()
         task = self.bar.add_task("distill", total=self.total, completed=self.start, info="")
-        last_kl: dict[str, str] = {"kl": ""}
+        last: dict[str, float | None] = {"kl": None}
 
         def update(step: int, e: dict) -> None:
             if "kl" in e:  # held-out KL is only known on evaluation steps; keep showing the latest
-                last_kl["kl"] = f"  held-out KL {e['kl']:.3f}"
-            info = f"loss {e['loss']:.3f}  {e['tokens_per_s']:.0f} tok/s{last_kl['kl']}"
-            self.bar.update(task, completed=step, info=info)
+                last["kl"] = e["kl"]
+            self.bar.update(task, completed=step, info=progress_text(e, last["kl"]))
 
         return update
 
