@@ -180,3 +180,41 @@ def test_ssh_runner_round_trips_against_a_local_sshd(local_sshd, tiny_gguf, tmp_
     assert r["host"] == "root@127.0.0.1" and r["artifact"] == str(tiny_gguf)
     assert r["decode_tokens_per_s"]["median"] > 0
     assert (tmp_path / "remote" / tiny_gguf.name).read_bytes() == tiny_gguf.read_bytes()
+
+
+def test_recommendation_falls_back_to_the_smallest_level_and_says_so_when_no_quality_was_measured():
+    target = load_target("raspberry-pi-5")
+    plain = [_result("Q8_0", 900, 0.0), _result("Q4_K_M", 500, 0.0)]
+    for r in plain:
+        r.pop("quality")
+    pick = recommend({"results": plain}, target)
+    assert pick["quant"] == "Q4_K_M" and "no quality was measured" in pick["reason"]
+    assert "inf" not in pick["reason"]
+
+
+def test_suite_over_ssh_records_the_device_and_recommends_from_measured_speed(
+    local_sshd, tiny_gguf, make_tiny_hf, tmp_path
+):
+    from edgekit.bench import run_suite
+    from edgekit.bench.runners import Remote
+    from edgekit.bench.schema import validate_results
+
+    port, key = local_sshd
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nprompt_lengths = [16]\nnew_tokens = 8\nrepeats = 1\nwarmup = 0\nquality_tokens = 0\n')
+    remote = Remote(
+        "root@127.0.0.1",
+        port=port,
+        identity=str(key),
+        remote_dir=str(tmp_path / "device"),
+        python=sys.executable,
+        extra_ssh=["-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}"],
+    )
+    target = load_target("raspberry-pi-5")
+    results = run_suite([tiny_gguf], suite, target=target, reference_model=make_tiny_hf("llama"), remote=remote)
+    validate_results(results)
+    (r,) = results["results"]
+    assert r.get("error") is None and r["host"] == "root@127.0.0.1" and results["remote_host"] == "root@127.0.0.1"
+    assert r["threads"] == target.runtime.threads  # the device's threads, not this host's core count
+    assert results["host"]["remote_bandwidth_gbs"] == 17
+    assert recommend(results, target, on_device=True)["basis"] == "measured"

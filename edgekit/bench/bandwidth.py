@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -37,3 +38,44 @@ def probe_bandwidth(mib: int = 256, threads: int | None = None, repeats: int = 5
 def roofline_tokens_per_s(bandwidth_gbs: float, bytes_per_token: float) -> float:
     """Upper bound on decode tokens/s when every token reads ``bytes_per_token`` bytes."""
     return bandwidth_gbs * 1e9 / bytes_per_token
+
+
+def weight_bytes_per_token(path: str | Path) -> int:
+    """Bytes of weights one decode step reads from ``path``.
+
+    GGUF: the tensor data, less the token-embedding table when a separate output matrix exists (a
+    lookup reads one row of it, not the table; with tied embeddings the table is the output matrix
+    and is read whole). Metadata and the tokenizer vocabulary are not read per token. Other formats:
+    the file size, an overestimate by the embedding table.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        sizes = {t.name: int(t.n_bytes) for t in GGUFReader(path).tensors}
+        if "output.weight" in sizes:
+            sizes.pop("token_embd.weight", None)
+        return sum(sizes.values())
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*.onnx*") if p.is_file())
+    return path.stat().st_size
+
+
+def probe_gpu_bandwidth(mib: int = 1024, repeats: int = 5) -> float | None:
+    """CUDA device copy bandwidth in GB/s (bytes read + written), or None without a CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    n = mib * 2**20 // 4
+    src = torch.ones(n, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up: first touch, kernel load
+    best = 0.0
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        dst.copy_(src)
+        torch.cuda.synchronize()
+        best = max(best, 2 * n * 4 / (time.perf_counter() - start) / 1e9)
+    return best

@@ -3,16 +3,21 @@
 Runs apart from the harness so the harness's own memory never pollutes peak RSS, a crash or an
 allocation failure stays contained, and CPU affinity / memory limits apply to the model alone.
 Prints one JSON object on stdout.
+
+Spec keys: ``artifact``, ``backend`` ("auto"), ``options`` (backend keyword arguments such as
+``n_threads``, ``n_gpu_layers``, ``provider``), ``prompt_lengths`` (tokens), ``new_tokens``,
+``repeats``, ``warmup`` (runs discarded before the kept ``repeats``), ``gpu`` (sample GPU memory).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from typing import Any
 
-from edgekit.bench.memory import PeakMemory
+from edgekit.bench.memory import GpuPeak, PeakMemory
 from edgekit.bench.stats import summarize
 
 PROMPT_SOURCE_DOCS = 40  # held-out documents concatenated to cut prompts of any length from
@@ -29,36 +34,76 @@ def prompt_ids(backend, length: int) -> list[int]:
     return ids[:length]
 
 
-def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    from edgekit.runtime.base import SamplingParams
+def _open(spec: dict[str, Any]):
     from edgekit.runtime.detect import open_backend
 
+    return open_backend(spec["artifact"], spec.get("backend", "auto"), **spec.get("options", {}))
+
+
+def _load(spec: dict[str, Any], gpu: GpuPeak | None) -> tuple[Any, list[float]]:
+    """Open the artifact ``warmup + repeats`` times (closing all but the last); kept load times in s."""
+    times = []
+    runs = spec["warmup"] + spec["repeats"]
+    for rep in range(runs):
+        t0 = time.perf_counter()
+        backend = _open(spec)
+        if rep >= spec["warmup"]:
+            times.append(time.perf_counter() - t0)
+        if gpu:
+            gpu.sample()
+        if rep < runs - 1:
+            backend.close()
+    return backend, times
+
+
+def _time_prefill(backend, ids: list[int]) -> float:
+    """Prompt tokens/s of one forward pass over ``ids`` (the runtime's own batching)."""
+    t0 = time.perf_counter()
+    backend.logits(ids)
+    return len(ids) / (time.perf_counter() - t0)
+
+
+def _time_generate(backend, ids: list[int], new_tokens: int) -> tuple[float, float | None, int]:
+    """(time to first token in s, decode tokens/s after the first token, tokens produced), greedy."""
+    from edgekit.runtime.base import SamplingParams
+
+    t0 = time.perf_counter()
+    stamps = [time.perf_counter() for _ in backend.generate_ids(ids, new_tokens, SamplingParams())]
+    if not stamps:
+        return float("nan"), None, 0
+    decode = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None
+    return stamps[0] - t0, decode, len(stamps)
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Load time, peak memory, TTFT, prefill and decode speed of one artifact, over warm-up + repeats."""
+    gpu = GpuPeak() if spec.get("gpu") else None
     with PeakMemory() as mem:
-        started = time.perf_counter()
-        backend = open_backend(spec["artifact"], spec.get("backend", "auto"), **spec.get("options", {}))
-        load_s = time.perf_counter() - started
+        backend, load_times = _load(spec, gpu)
         n_ctx = backend.info.n_ctx
-        lengths = [min(L, n_ctx - spec["new_tokens"] - 1) for L in spec["prompt_lengths"]]
-        prefill: dict[str, list[float]] = {str(L): [] for L in spec["prompt_lengths"]}
-        ttft, decode = [], []
+        # a prompt plus the generated tokens must fit the loaded context; the used length is recorded
+        used = {str(L): min(L, n_ctx - spec["new_tokens"] - 1) for L in spec["prompt_lengths"]}
+        prompts = {key: prompt_ids(backend, n) for key, n in used.items()}
+        first = prompts[str(spec["prompt_lengths"][0])]
+        prefill: dict[str, list[float]] = {key: [] for key in used}
+        ttft, decode, produced = [], [], []
         for rep in range(spec["warmup"] + spec["repeats"]):
             keep = rep >= spec["warmup"]
-            for L, used in zip(spec["prompt_lengths"], lengths, strict=True):
-                ids = prompt_ids(backend, used)
-                t0 = time.perf_counter()
-                backend.logits(ids)
+            for key, ids in prompts.items():
+                rate = _time_prefill(backend, ids)
                 if keep:
-                    prefill[str(L)].append(used / (time.perf_counter() - t0))
-            ids = prompt_ids(backend, lengths[0])
-            t0 = time.perf_counter()
-            stamps = [time.perf_counter() for _ in backend.generate_ids(ids, spec["new_tokens"], SamplingParams())]
-            if keep and stamps:
-                ttft.append(stamps[0] - t0)
-                if len(stamps) > 1:
-                    decode.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+                    prefill[key].append(rate)
+            first_s, rate, count = _time_generate(backend, first, spec["new_tokens"])
+            if keep:
+                ttft.append(first_s)
+                produced.append(count)
+                if rate is not None:
+                    decode.append(rate)
+        if gpu:
+            gpu.sample()
         info = backend.info
         backend.close()
-    return {
+    result = {
         "artifact": spec["artifact"],
         "backend": info.backend,
         "format": info.format,
@@ -66,14 +111,21 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "file_size_bytes": info.file_size,
         "parameters": info.parameters,
         "n_ctx": n_ctx,
-        "load_time_s": summarize([load_s]),
+        "threads": spec.get("options", {}).get("n_threads"),
+        "load_time_s": summarize(load_times),
         "peak_rss_bytes": mem.peak_rss_bytes,
         "os_max_rss_bytes": PeakMemory.os_max_rss_bytes(),
         "ttft_s": summarize(ttft),
+        "prompt_tokens": used,
         "prefill_tokens_per_s": {k: summarize(v) for k, v in prefill.items()},
         "decode_tokens_per_s": summarize(decode),
-        "decode_tokens": spec["new_tokens"],
+        "decode_tokens": int(statistics.median(produced)) if produced else 0,
+        "decode_tokens_requested": spec["new_tokens"],
     }
+    if gpu:
+        result["gpu_memory_bytes"] = gpu.peak_bytes if gpu.available else None
+        result["gpu_memory_method"] = gpu.method
+    return result
 
 
 def main() -> None:

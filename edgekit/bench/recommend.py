@@ -13,8 +13,13 @@ from edgekit.targets import TargetProfile
 
 
 def predicted_speed(result: dict[str, Any], target: TargetProfile) -> float:
-    """Roofline decode tokens/s on the target: its bandwidth ÷ (weights + KV bytes per token)."""
-    per_token = result["file_size_bytes"] + result.get("kv_bytes", 0)
+    """Roofline decode tokens/s on the target: its bandwidth ÷ (weights + KV bytes read per token).
+
+    Weights read per token come from the harness (``weight_bytes_per_token``), else the file size;
+    the KV cache is taken at the target's context length, so this is the speed at a full context.
+    """
+    weights = result.get("weight_bytes_per_token") or result["file_size_bytes"]
+    per_token = weights + (result.get("kv_bytes") or 0)
     return target.hardware.memory_bandwidth_gbs * 1e9 / per_token
 
 
@@ -33,6 +38,11 @@ def _loss(result: dict[str, Any]) -> float:
 def recommend(results: dict[str, Any], target: TargetProfile, on_device: bool = False) -> dict[str, Any]:
     """The recommended result among ``results["results"]``, with a one-sentence reason."""
     basis = "measured" if on_device else "predicted"
+    how = (
+        "measured on the device"
+        if on_device
+        else f"predicted from the roofline of the target's {target.hardware.memory_bandwidth_gbs:g} GB/s memory"
+    )
     budget = target.budget.memory_mb * 2**20
     floor = target.budget.min_decode_tokens_per_s
     candidates = []
@@ -48,14 +58,17 @@ def recommend(results: dict[str, Any], target: TargetProfile, on_device: bool = 
             "artifact": None,
             "quant": None,
             "basis": basis,
-            "reason": f"no level fits {target.budget.memory_mb:,.0f} MiB at ≥ {floor:g} tokens/s on {target.name}",
+            "reason": f"no level fits {target.name}'s {target.budget.memory_mb:,.0f} MiB budget at ≥ {floor:g} "
+            f"tokens/s, decode speed {how}",
         }
     best, speed, memory = min(candidates, key=lambda c: (_loss(c[0]), c[0]["file_size_bytes"]))
-    reason = (
-        f"{best['quant']} has the lowest KL to the fp model ({_loss(best):.2e} nats/token) among the levels "
-        f"that fit {target.name}'s {target.budget.memory_mb:,.0f} MiB budget ({memory / 2**20:,.0f} MiB) at "
-        f"{speed:,.1f} tokens/s {basis} (minimum {floor:g})"
-    )
+    within = f"within {target.name}'s {target.budget.memory_mb:,.0f} MiB budget and {floor:g} tokens/s floor"
+    if _loss(best) == float("inf"):
+        why = f"{best['quant']} is the smallest level {within} (no quality was measured to rank by)"
+    else:
+        kl = f"mean KL {_loss(best):.2e} nats/token vs the fp model"
+        why = f"{best['quant']} has the least quality loss ({kl}) of the levels {within}"
+    reason = f"{why}: it needs {memory / 2**20:,.0f} MiB and decodes {speed:,.1f} tokens/s, {how}"
     return {
         "artifact": best.get("bundle_path", best["artifact"]),
         "quant": best["quant"],

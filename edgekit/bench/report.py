@@ -1,209 +1,201 @@
 """The benchmark report: Markdown for terminals and diffs, a self-contained HTML page to look at.
 
-The HTML carries its plots inline (base64 PNG), so it can be mailed or opened from a bundle with no
-other files: size vs KL coloured by decode speed (the Pareto view), and per-level bars.
+Both start with the recommendation, then two tables (speed and memory; quality) with units in every
+header, then what did not run and why. The HTML carries its plots inline (base64 PNG, edgekit.bench.plots),
+so it can be mailed or opened from a bundle with no other files.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgekit.bench.plots import level_bars, pareto_plot
 from edgekit.fileio import write_text_atomic
 
+MiB = 2**20
+Column = tuple[str, Callable[[dict[str, Any]], str]]  # header (with unit), cell text of one result
 
-def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for r in results["results"]:
-        if r.get("error"):
-            rows.append({"quant": r.get("quant", Path(r["artifact"]).name), "error": r["error"]})
-            continue
-        q = r.get("quality", {})
-        rows.append(
-            {
-                "quant": r["quant"],
-                "artifact": Path(r["artifact"]).name,
-                "mib": r["file_size_bytes"] / 2**20,
-                "rss": r["peak_rss_bytes"] / 2**20,
-                "load": r["load_time_s"]["median"],
-                "ttft": r["ttft_s"]["median"] * 1e3,
-                "prefill": {k: v["median"] for k, v in r["prefill_tokens_per_s"].items()},
-                "decode": r["decode_tokens_per_s"]["median"],
-                "decode_p10": r["decode_tokens_per_s"]["p10"],
-                "decode_p90": r["decode_tokens_per_s"]["p90"],
-                "ppl": q.get("ppl"),
-                "kl": q.get("vs_fp", {}).get("mean_kl"),
-                "top1": q.get("vs_fp", {}).get("top1"),
-                "kl_teacher": q.get("vs_teacher", {}).get("mean_kl"),
-                "roofline": r.get("roofline_fraction"),
-            }
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None or value != value else format(value, spec)  # value != value: NaN
+
+
+def _median(r: dict[str, Any], key: str, scale: float = 1.0, spec: str = ",.0f") -> str:
+    value = r[key]["median"]
+    return _fmt(value * scale if value is not None else None, spec)
+
+
+def _spread(summary: dict[str, float], spec: str = ",.0f") -> str:
+    return f"{_fmt(summary['median'], spec)} ({_fmt(summary['p10'], spec)}–{_fmt(summary['p90'], spec)})"
+
+
+def _compare(r: dict[str, Any], ref: str, field: str, spec: str) -> str:
+    return _fmt((r.get("quality") or {}).get(ref, {}).get(field), spec)
+
+
+def speed_columns(results: dict[str, Any]) -> list[Column]:
+    """Speed and memory: one column per metric, one per prompt length, the target prediction if any."""
+    measured = [r for r in results["results"] if not r.get("error")]
+    lengths = list(measured[0]["prefill_tokens_per_s"]) if measured else []
+    columns: list[Column] = [
+        ("level", lambda r: r["quant"]),
+        ("file (MiB)", lambda r: f"{r['file_size_bytes'] / MiB:,.2f}"),
+        ("peak RSS (MiB)", lambda r: f"{r['peak_rss_bytes'] / MiB:,.0f}"),
+        ("load (s)", lambda r: _median(r, "load_time_s", spec=",.3f")),
+        ("TTFT (ms)", lambda r: _median(r, "ttft_s", 1e3, ",.1f")),
+    ]
+    for length in lengths:
+        columns.append(
+            (f"prefill {length} (tok/s)", lambda r, k=length: _fmt(r["prefill_tokens_per_s"][k]["median"], ",.0f"))
         )
-    return rows
+    columns += [
+        ("decode (tok/s, p10–p90)", lambda r: _spread(r["decode_tokens_per_s"])),
+        ("roofline", lambda r: _fmt(r.get("roofline_fraction"), ".0%")),
+    ]
+    if any(r.get("gpu_memory_bytes") is not None for r in measured):
+        columns.append(("GPU memory (MiB)", lambda r: _fmt((r.get("gpu_memory_bytes") or 0) / MiB, ",.0f")))
+    if results.get("target"):
+        columns.append(
+            (
+                f"predicted on {results['target']} (tok/s)",
+                lambda r: _fmt(r.get("predicted_decode_tokens_per_s"), ",.1f"),
+            )
+        )
+    return columns
 
 
-def _fmt(value, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
+QUALITY_COLUMNS: list[Column] = [
+    ("level", lambda r: r["quant"]),
+    ("ppl", lambda r: _fmt((r.get("quality") or {}).get("ppl"), ".3f")),
+    ("KL vs fp (nats/tok)", lambda r: _compare(r, "vs_fp", "mean_kl", ".2e")),
+    ("top-1 vs fp", lambda r: _compare(r, "vs_fp", "top1", ".3f")),
+    ("ppl change vs fp", lambda r: _compare(r, "vs_fp", "ppl_change", "+.2%")),
+    ("KL vs teacher (nats/tok)", lambda r: _compare(r, "vs_teacher", "mean_kl", ".2e")),
+    ("top-1 vs teacher", lambda r: _compare(r, "vs_teacher", "top1", ".3f")),
+]
+
+
+def _setting(results: dict[str, Any]) -> str:
+    host = results["host"]
+    parts = [
+        f"suite {results['suite']}",
+        _target(results),
+        f"host {host['cpus']} CPUs, {host['memory_bytes'] / 2**30:,.1f} GiB, "
+        f"{host['bandwidth_gbs']} GB/s measured copy bandwidth",
+    ]
+    if results.get("limited_to_target"):
+        parts.append("each run held to the target's threads and memory budget")
+    if results.get("gpu"):
+        parts.append(f"GPU offload ({host.get('gpu_bandwidth_gbs')} GB/s device copy bandwidth)")
+    return "; ".join(parts)
+
+
+def _target(results: dict[str, Any]) -> str:
+    budget = results.get("target_budget")
+    if not results.get("target"):
+        return "no target"
+    if not budget:
+        return f"target {results['target']}"
+    return (
+        f"target {results['target']} ({budget['memory_mb']:,.0f} MiB budget, at least "
+        f"{budget['min_decode_tokens_per_s']:g} tokens/s)"
+    )
+
+
+def _model_name(results: dict[str, Any]) -> str:
+    return Path(results["model"]).name if results.get("model") else "artifacts"
+
+
+NOTE = (
+    "Medians over the suite's repeats after warm-up runs were discarded; p10–p90 is the spread between runs. "
+    "Peak RSS is sampled in an isolated child process. Roofline: measured decode speed as a fraction of host "
+    "bandwidth ÷ bytes read per token. Predicted on the target: the target's bandwidth ÷ bytes read per token "
+    "at its full context (an upper bound, not a measurement). KL in nats per token on held-out text; vs fp = "
+    "against the unquantized model, vs teacher = against the model it was distilled from."
+)
+
+
+def _recommendation_line(rec: dict[str, Any]) -> tuple[str, str] | None:
+    if not rec:
+        return None
+    if rec.get("quant"):
+        return f"Recommended: {rec['quant']}", f"{rec['reason']}."
+    return "No recommendation", f"{rec['reason']}."
 
 
 def markdown(results: dict[str, Any]) -> str:
-    rec = results.get("recommendation") or {}
-    lines = [
-        f"# Benchmark: {results.get('model') or ''}",
-        "",
-        f"Suite **{results['suite']}**, target **{results.get('target') or 'host'}**, host "
-        f"{results['host']['cpus']} CPUs, {results['host']['bandwidth_gbs']} GB/s measured copy bandwidth.",
-        "",
-    ]
-    if rec.get("quant"):
-        lines += [f"**Recommended: {rec['quant']}** ({rec['basis']}). {rec['reason']}.", ""]
-    elif rec:
-        lines += [f"**No recommendation:** {rec['reason']}.", ""]
-    lines += [
-        "| level | size MiB | peak RSS MiB | load s | TTFT ms | decode tok/s (p10–p90) | roofline | ppl | "
-        "KL vs fp | top-1 vs fp | KL vs teacher |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in _rows(results):
-        if "error" in r:
-            lines.append(f"| {r['quant']} | {r['error']} |||||||||| ")
-            continue
-        lines.append(
-            f"| {r['quant']} | {r['mib']:.2f} | {r['rss']:.0f} | {r['load']:.2f} | {r['ttft']:.1f} | "
-            f"{r['decode']:,.0f} ({r['decode_p10']:,.0f}–{r['decode_p90']:,.0f}) | {_fmt(r['roofline'], '.0%')} | "
-            f"{_fmt(r['ppl'], '.2f')} | {_fmt(r['kl'], '.2e')} | {_fmt(r['top1'], '.3f')} | "
-            f"{_fmt(r['kl_teacher'], '.3f')} |"
-        )
-    lines += [
-        "",
-        "Medians over repeated runs after warm-up; p10–p90 is the spread. Roofline: measured decode speed as "
-        "a fraction of host bandwidth ÷ bytes read per token. KL in nats/token on held-out text.",
-    ]
+    """The report as GitHub-flavoured Markdown."""
+    lines = [f"# Benchmark: {_model_name(results)}", "", _setting(results) + ".", ""]
+    rec = _recommendation_line(results.get("recommendation") or {})
+    if rec:
+        lines += [f"**{rec[0]}.** {rec[1]}", ""]
+    measured = [r for r in results["results"] if not r.get("error")]
+    for title, columns in (("Speed and memory", speed_columns(results)), ("Quality", QUALITY_COLUMNS)):
+        lines += [f"## {title}", "", "| " + " | ".join(h for h, _ in columns) + " |"]
+        lines.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(columns))) + "|")
+        lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in measured]
+        lines.append("")
+    failed = [r for r in results["results"] if r.get("error")]
+    if failed:
+        lines += ["## Did not run", ""] + [f"- {Path(r['artifact']).name}: {r['error']}" for r in failed] + [""]
+    lines.append(NOTE)
     return "\n".join(lines) + "\n"
 
 
-def _plots(rows: list[dict[str, Any]]) -> list[str]:
-    import matplotlib
+_CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222}h1{font-size:1.45em;margin-bottom:.2em}h2{font-size:1.1em;margin-top:1.6em}
+.meta{color:#555;margin-top:0}.rec{background:#eef7ee;border-left:5px solid #2e8b57;padding:.7em 1em;margin:1em 0}
+.warn{background:#fdf0e6;border-left:5px solid #d2691e;padding:.7em 1em;margin:1em 0}
+table{border-collapse:collapse;font-size:.88em;font-variant-numeric:tabular-nums}
+th,td{border-bottom:1px solid #ddd;padding:.35em .6em;text-align:right;white-space:nowrap}
+th{background:#f6f6f6;vertical-align:bottom;white-space:normal;min-width:4em}th:first-child,td:first-child{text-align:left}
+tr.best td{background:#f0f8f0;font-weight:600}.plots img{max-width:100%;display:block;margin:1em 0}
+.wide{overflow-x:auto}.note{color:#666;font-size:.85em;max-width:60em}li{margin:.2em 0}"""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if "error" not in r and r["kl"] is not None]
-    if not ok:
-        return []
-    images = []
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    sc = ax.scatter(
-        [r["mib"] for r in ok],
-        [max(r["kl"], 1e-9) for r in ok],
-        c=[r["decode"] for r in ok],
-        cmap="viridis",
-        s=90,
-        edgecolors="black",
+def _html_table(columns: list[Column], rows: list[dict[str, Any]], best: str | None) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h, _ in columns)
+    body = "".join(
+        f"<tr{' class=best' if r['quant'] == best else ''}>"
+        + "".join(f"<td>{esc(c(r))}</td>" for _, c in columns)
+        + "</tr>"
+        for r in rows
     )
-    for r in ok:
-        ax.annotate(r["quant"], (r["mib"], max(r["kl"], 1e-9)), textcoords="offset points", xytext=(6, 6))
-    ax.set(
-        xlabel="file size (MiB)",
-        ylabel="mean KL vs fp model (nats/token, log)",
-        yscale="log",
-        title="Size vs quality (colour: decode tokens/s)",
-    )
-    fig.colorbar(sc, ax=ax, label="decode tokens/s")
-    ax.grid(alpha=0.3)
-    images.append(_png(fig))
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), dpi=110)
-    names = [r["quant"] for r in ok]
-    axes[0].bar(
-        names,
-        [r["decode"] for r in ok],
-        color="#3b7dd8",
-        yerr=[[r["decode"] - r["decode_p10"] for r in ok], [r["decode_p90"] - r["decode"] for r in ok]],
-    )
-    axes[0].set(title="decode tokens/s (median, p10–p90)")
-    axes[1].bar(names, [r["mib"] for r in ok], color="#e0823d")
-    axes[1].set(title="file size (MiB)")
-    for ax in axes:
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    images.append(_png(fig))
-    plt.close("all")
-    return images
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1000px;margin:2em auto;color:#222;
-padding:0 1em}h1{font-size:1.5em}.rec{background:#eef7ee;border-left:5px solid #2e8b57;padding:.8em 1em;margin:1em 0}
-.warn{background:#fdf0e6;border-left:5px solid #d2691e;padding:.8em 1em}table{border-collapse:collapse;width:100%;
-font-size:.9em}th,td{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:right}th:first-child,td:first-child{
-text-align:left}tr.best{background:#f3faf3;font-weight:600}img{max-width:100%}.note{color:#666;font-size:.85em}"""
+    return f"<div class=wide><table><tr>{head}</tr>{body}</table></div>"
 
 
 def html_page(results: dict[str, Any]) -> str:
-    rec = results.get("recommendation") or {}
+    """The report as one self-contained HTML page (inline CSS and PNG plots)."""
     esc = html.escape
-    body = [
-        f"<h1>edgekit benchmark — {esc(str(results.get('model') or ''))}</h1>",
-        f"<p>Suite <b>{esc(results['suite'])}</b> · target <b>{esc(str(results.get('target') or 'host'))}</b> · "
-        f"host {results['host']['cpus']} CPUs, {results['host']['bandwidth_gbs']} GB/s copy bandwidth</p>",
-    ]
-    if rec.get("quant"):
-        body.append(
-            f"<div class='rec'><b>Recommended: {esc(rec['quant'])}</b> ({esc(rec['basis'])}).<br>"
-            f"{esc(rec['reason'])}.</div>"
-        )
-    elif rec:
-        body.append(f"<div class='warn'><b>No recommendation.</b> {esc(rec['reason'])}.</div>")
-    head = [
-        "level",
-        "size MiB",
-        "peak RSS MiB",
-        "TTFT ms",
-        "decode tok/s",
-        "p10–p90",
-        "roofline",
-        "ppl",
-        "KL vs fp",
-        "top-1",
-        "KL vs teacher",
-    ]
-    body.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
-    for r in _rows(results):
-        if "error" in r:
-            body.append(f"<tr><td>{esc(r['quant'])}</td><td colspan=10>{esc(r['error'])}</td></tr>")
-            continue
-        cls = " class='best'" if r["quant"] == rec.get("quant") else ""
-        cells = [
-            r["quant"],
-            f"{r['mib']:.2f}",
-            f"{r['rss']:.0f}",
-            f"{r['ttft']:.1f}",
-            f"{r['decode']:,.0f}",
-            f"{r['decode_p10']:,.0f}–{r['decode_p90']:,.0f}",
-            _fmt(r["roofline"], ".0%"),
-            _fmt(r["ppl"], ".2f"),
-            _fmt(r["kl"], ".2e"),
-            _fmt(r["top1"], ".3f"),
-            _fmt(r["kl_teacher"], ".3f"),
-        ]
-        body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
-    body.append("</table>")
-    body += [f"<p><img alt='plot' src='data:image/png;base64,{img}'></p>" for img in _plots(_rows(results))]
+    rec_dict = results.get("recommendation") or {}
+    body = [f"<h1>edgekit benchmark: {esc(_model_name(results))}</h1>", f"<p class=meta>{esc(_setting(results))}</p>"]
+    rec = _recommendation_line(rec_dict)
+    if rec:
+        css = "rec" if rec_dict.get("quant") else "warn"
+        body.append(f"<div class={css}><b>{esc(rec[0])}</b> ({esc(rec_dict['basis'])} speed)<br>{esc(rec[1])}</div>")
+    measured = [r for r in results["results"] if not r.get("error")]
+    best = rec_dict.get("quant")
+    body += ["<h2>Speed and memory</h2>", _html_table(speed_columns(results), measured, best)]
+    body += ["<h2>Quality</h2>", _html_table(QUALITY_COLUMNS, measured, best)]
+    failed = [r for r in results["results"] if r.get("error")]
+    if failed:
+        items = "".join(f"<li><b>{esc(Path(r['artifact']).name)}</b>: {esc(r['error'])}</li>" for r in failed)
+        body.append(f"<h2>Did not run</h2><ul>{items}</ul>")
+    budget = (results.get("target_budget") or {}).get("memory_mb")
+    images = [img for img in (pareto_plot(measured, best), level_bars(measured, budget)) if img]
     body.append(
-        "<p class='note'>Medians over repeated runs after warm-up; p10–p90 is the spread. Roofline: measured "
-        "decode speed ÷ (host bandwidth ÷ bytes read per token). KL in nats/token on held-out text; "
-        "vs fp = against the unquantized student, vs teacher = against the model it was distilled from.</p>"
+        "<div class=plots>"
+        + "".join(f"<img alt='benchmark plot' src='data:image/png;base64,{i}'>" for i in images)
+        + "</div>"
     )
+    body.append(f"<p class=note>{esc(NOTE)}</p>")
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit benchmark</title><style>{_CSS}</style>"
-        f"</head><body>{''.join(body)}</body></html>\n"
+        "<!doctype html><html><head><meta charset='utf-8'><title>edgekit benchmark</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
     )
 
 

@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,29 @@ def _does_not_fit(spec: dict[str, Any], why: str, budget: int) -> dict[str, Any]
         "fits": False,
         "error": f"does not fit in {budget / 2**20:,.1f} MiB: {why}",
     }
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A real device reached over SSH, with edgekit installed in ``python`` there."""
+
+    host: str  # user@address, as ssh takes it
+    port: int = 22
+    identity: str | None = None  # private key file
+    remote_dir: str = "/tmp/edgekit-bench"
+    python: str = "python3"
+    extra_ssh: list[str] = field(default_factory=list)
+
+    def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return run_ssh(
+            spec,
+            self.host,
+            port=self.port,
+            identity=self.identity,
+            remote_dir=self.remote_dir,
+            python=self.python,
+            extra_ssh=self.extra_ssh,
+        )
 
 
 def run_ssh(

@@ -14,13 +14,13 @@ def bench(
     artifacts: list[Path] = typer.Argument(None, help="GGUF files or ONNX folders to measure."),
     suite: str = typer.Option("quick", "--suite", "-s", help="quick | full | quant-sweep, or a suite .toml."),
     target: str = typer.Option(None, "--target", "-t", help="Target profile: threads, memory budget, speed floor."),
-    model: Path = typer.Option(
+    model: str = typer.Option(
         None,
         "--model",
         "-m",
-        help="The fp HF model the artifacts came from (quality reference; with quant-sweep: the model to export).",
+        help="The fp HF folder (or 'demo') the artifacts came from: quality reference; with quant-sweep, the model to export.",
     ),
-    teacher: Path = typer.Option(None, "--teacher", help="The teacher, for KL/top-1 against it."),
+    teacher: str = typer.Option(None, "--teacher", help="The teacher folder (or 'demo'), for KL/top-1 against it."),
     out: Path = typer.Option(Path("export/bench"), "--out", "-o", help="Where results.json and the report go."),
     limit: bool = typer.Option(
         False,
@@ -32,33 +32,66 @@ def bench(
         "--on-device",
         help="This host is the target device: recommend from measured speed instead of the roofline prediction.",
     ),
+    gpu: bool = typer.Option(
+        False,
+        "--gpu",
+        help="Offload to CUDA (all llama.cpp layers; ONNX Runtime's CUDA provider) and record GPU memory.",
+    ),
+    ssh: str = typer.Option(
+        None,
+        "--ssh",
+        help="Measure on a real device: user@host with edgekit installed; artifacts are pushed, results pulled back.",
+    ),
+    ssh_port: int = typer.Option(22, "--ssh-port", help="SSH port of --ssh."),
+    ssh_key: Path = typer.Option(None, "--ssh-key", help="Private key for --ssh."),
+    remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device that has edgekit."),
 ) -> None:
     """Measure load time, peak memory, time to first token, prefill and decode tokens/s and quality; write results.json and an HTML/Markdown report; recommend a level for the target.
 
-    With --suite quant-sweep --target NAME --model DIR, the target's ladder is exported first (with an importance matrix) and every level is measured.
+    With --suite quant-sweep --target NAME --model DIR, the target's ladder is exported first (with an importance matrix) and every level is measured. With --ssh user@host the measurements run on that device (edgekit installed there) and the recommendation uses its measured speed; otherwise speed on the target is predicted from its memory bandwidth, and the report says which.
     """
     from edgekit.bench import recommend, run_suite, write_report
     from edgekit.bench.suites import load_suite
+    from edgekit.pipeline.teacher import resolve_teacher
     from edgekit.targets import load_target
 
     profile = load_target(target) if target else None
+    model = resolve_teacher(model).path if model else None
+    teacher = resolve_teacher(teacher).path if teacher else None
     spec = load_suite(suite)
     paths = list(artifacts or [])
     if spec.export_ladder:
         if profile is None or model is None:
             raise typer.BadParameter("quant-sweep needs --target and --model", param_hint="--suite")
-        from edgekit.export.gguf import export_gguf
+        if gpu:  # before minutes of export, not after
+            from edgekit.bench.gpu import require_cuda
 
-        paths += export_gguf(model, out / "artifacts", profile.ladder("gguf") or ["Q4_K_M", "Q8_0"], imatrix="auto")
+            require_cuda("gguf", model)
+        from edgekit.bench.harness import export_ladder
+
+        paths += export_ladder(model, profile, out / "artifacts")
     if not paths:
         raise typer.BadParameter(
             "give artifacts to measure, or --suite quant-sweep with --model", param_hint="ARTIFACTS"
         )
-    results = run_suite(
-        paths, suite, target=profile, reference_model=model, teacher_model=teacher, out_dir=out, limit_to_target=limit
+    from edgekit.bench.runners import Remote
+
+    remote = (
+        Remote(ssh, port=ssh_port, identity=str(ssh_key) if ssh_key else None, python=remote_python) if ssh else None
     )
-    if profile is not None:
-        results["recommendation"] = recommend(results, profile, on_device=on_device)
+    results = run_suite(
+        paths,
+        suite,
+        target=profile,
+        reference_model=model,
+        teacher_model=teacher,
+        out_dir=out,
+        limit_to_target=limit,
+        gpu=gpu,
+        remote=remote,
+    )
+    if profile is not None:  # a run over SSH is on the device: its measured speed decides
+        results["recommendation"] = recommend(results, profile, on_device=on_device or remote is not None)
     from edgekit.fileio import write_json_atomic
 
     write_json_atomic(out / "results.json", results)
