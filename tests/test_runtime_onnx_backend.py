@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.errors import InputError
+from edgekit.errors import BackendUnavailable, InputError
 from edgekit.export.onnx import export_onnx
 from edgekit.models import load_model
 from edgekit.runtime.base import Backend, SamplingParams
 from edgekit.runtime.onnx_check import check_onnx
-from edgekit.runtime.onnxruntime import OrtBackend
+from edgekit.runtime.onnxruntime import OrtBackend, pick_provider
 
 PROMPT = "import os\nclass Reader:"
 
@@ -90,6 +90,19 @@ def test_ort_info_reports_sidecar_and_sizes_when_loaded(backend, onnx_llama):
     assert backend.detokenize(backend.tokenize("hello world", add_special_tokens=False)) == "hello world"
 
 
+def test_pick_provider_prefers_cuda_when_onnxruntime_gpu_offers_it():
+    assert pick_provider(None, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == "CUDAExecutionProvider"
+    assert pick_provider(None, ["AzureExecutionProvider", "CPUExecutionProvider"]) == "CPUExecutionProvider"
+    assert pick_provider("CPUExecutionProvider", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == (
+        "CPUExecutionProvider"
+    )
+
+
+def test_pick_provider_raises_backend_unavailable_when_requested_provider_is_missing():
+    with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+        pick_provider("CUDAExecutionProvider", ["CPUExecutionProvider"])
+
+
 def test_check_onnx_raises_input_error_when_folder_has_no_model(tmp_path):
     with pytest.raises(InputError, match=r"no model\.onnx"):
         check_onnx(tmp_path)
@@ -98,8 +111,8 @@ def test_check_onnx_raises_input_error_when_folder_has_no_model(tmp_path):
 _CHILD = textwrap.dedent(
     """
     import sys
-    from edgekit.errors import InputError
-    from edgekit.runtime.onnxruntime import OrtBackend
+    from edgekit.errors import BackendUnavailable, InputError
+    from edgekit.runtime.onnxruntime import OrtBackend, pick_provider
     for folder in sys.argv[1:]:
         try:
             OrtBackend(folder)

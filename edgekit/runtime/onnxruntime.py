@@ -4,7 +4,9 @@ Why not optimum's ``ORTModelForCausalLM.generate``: it goes through transformers
 machinery (torch tensors, logits processors, cache objects) for every token. This loop binds
 inputs and outputs with IO binding, keeps the KV cache as ORT-owned ``OrtValue`` objects (each
 step's ``present.N.*`` outputs are bound straight back as the next step's ``past_key_values.N.*``
-inputs, no numpy copies), and reuses preallocated id/mask/position buffers.
+inputs, no numpy copies), and reuses preallocated id/mask/position buffers. With no provider asked
+for, it runs on CUDA when onnxruntime-gpu offers ``CUDAExecutionProvider`` (the cache then stays in
+GPU memory and only each step's logits come back to the host), else on the CPU.
 
 Graph contract (optimum ``text-generation-with-past``): inputs ``input_ids`` [b, s] int64,
 ``attention_mask`` [b, past + s] int64, optional ``position_ids`` [b, s] int64,
@@ -25,6 +27,8 @@ from edgekit.runtime.onnx_check import check_onnx
 from edgekit.runtime.sampling import make_rng, sample_next
 
 _PAST_PREFIX = "past_key_values."
+# Execution providers tried in order when none is asked for: the GPU when onnxruntime-gpu offers it.
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 _PRESENT_PREFIX = "present."
 
 
@@ -34,6 +38,18 @@ def _ort():
     except ImportError as exc:  # pragma: no cover - declared dependency
         raise BackendUnavailable(f"ONNX backend needs onnxruntime: pip install onnxruntime ({exc})") from None
     return onnxruntime
+
+
+def pick_provider(requested: str | None, available: Sequence[str]) -> str:
+    """The execution provider to use: ``requested`` if available, else the first of ``DEFAULT_PROVIDERS`` present."""
+    if requested is None:
+        return next((p for p in DEFAULT_PROVIDERS if p in available), "CPUExecutionProvider")
+    if requested not in available:
+        raise BackendUnavailable(
+            f"execution provider {requested!r} is not available (have: {', '.join(available)});"
+            " for CUDA install onnxruntime-gpu"
+        )
+    return requested
 
 
 def _file_size(model_file: Path) -> int:
@@ -81,12 +97,7 @@ class OrtBackend:
     # ---- setup -------------------------------------------------------------------------------
     def _make_session(self, n_threads: int | None, provider: str | None):
         ort = _ort()
-        provider = provider or "CPUExecutionProvider"
-        if provider not in ort.get_available_providers():
-            raise BackendUnavailable(
-                f"execution provider {provider!r} is not available (have: {', '.join(ort.get_available_providers())});"
-                " for CUDA install onnxruntime-gpu"
-            )
+        provider = pick_provider(provider, ort.get_available_providers())
         options = ort.SessionOptions()
         if n_threads:
             options.intra_op_num_threads = int(n_threads)
@@ -193,7 +204,7 @@ class OrtBackend:
             binding.bind_cpu_input("position_ids", self._positions[:, past_len:total])
         for name, value in zip(self._past_names, past, strict=True):
             binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", self._device)
+        binding.bind_output("logits", "cpu")  # the sampler reads them on the host; the cache stays on the device
         for name in self._present_names:
             binding.bind_output(name, self._device)
         self._session.run_with_iobinding(binding)
