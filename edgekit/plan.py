@@ -30,7 +30,8 @@ class LevelPlan:
     total_bytes: int  # what the process needs
     budget_bytes: int
     fits: bool
-    predicted_decode_tokens_per_s: float  # roofline prediction, not a measurement
+    decode_tokens_per_s: float  # roofline prediction unless ``basis`` says measured
+    basis: str = "predicted"  # predicted | measured size (speed predicted from it) | measured
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,7 +65,7 @@ def overhead_bytes(config) -> int:
 
 
 def plan_level(config, target: TargetProfile, level: str, context: int | None = None) -> LevelPlan:
-    """One level's numbers for ``config`` on ``target``."""
+    """One level's numbers for ``config`` on ``target``; sizes in bytes, speed in tokens/s."""
     q = level_info(level)
     context = context or target.budget.context_length
     params = count_params(config)

@@ -94,3 +94,20 @@ def test_invalid_toml_is_a_config_error_naming_the_file(tmp_path):
     path = _write(tmp_path, "name = [unclosed")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_target(path)
+
+
+CITED_HARDWARE_KEYS = ("memory_gb", "memory_bandwidth_gbs", "cpu", "cpu_cores", "cuda_arch")
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_shipped_target_cites_a_source_for_every_hardware_figure(name):
+    from edgekit.targets import targets_dir
+
+    section, uncited = "", []
+    for line in (targets_dir() / f"{name}.toml").read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip("[] ")
+        key = line.split("=")[0].strip()
+        if section == "hardware" and key in CITED_HARDWARE_KEYS and "#" not in line.split("=", 1)[1]:
+            uncited.append(key)
+    assert not uncited, f"{name}: no source comment for {', '.join(uncited)}"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 
 console = Console()
-JSON_SCHEMA_VERSION = 1
+JSON_SCHEMA_VERSION = 1  # bump when a key of the --json output changes meaning or disappears
 
 
 def _config(model: str, trust_remote_code: bool):
@@ -25,20 +26,49 @@ def _config(model: str, trust_remote_code: bool):
     return config
 
 
+def _check_options(quality_budget, gpu, context, tokens, topk, compute_budget) -> str:
+    """Every bad option at once (ConfigError); returns the canonical GPU class name."""
+    from edgekit.advisor import QUALITY_LEVELS
+    from edgekit.costs import GPU_TFLOPS
+    from edgekit.errors import ConfigError, Problem
+
+    problems = []
+    if quality_budget not in QUALITY_LEVELS:
+        problems.append(Problem("--quality-budget", "", f"{quality_budget!r}; choose from {', '.join(QUALITY_LEVELS)}"))
+    canonical = gpu.upper().replace(" ", "").replace("-", "").replace("_", "")
+    if canonical not in GPU_TFLOPS:
+        problems.append(Problem("--gpu", "", f"unknown GPU class {gpu!r}; known: {', '.join(GPU_TFLOPS)}"))
+    for name, value, minimum in (("--context", context, 1), ("--tokens", tokens, 1), ("--topk", topk, 1)):
+        if value is not None and value < minimum:
+            problems.append(Problem(name, "", f"{value:g} must be at least {minimum}"))
+    if compute_budget is not None and compute_budget < 0:
+        problems.append(Problem("--compute-budget", "", f"{compute_budget:g} GPU-hours must not be negative"))
+    if problems:
+        raise ConfigError(problems)
+    return canonical
+
+
 def plan(
     target: str = typer.Option(..., "--target", "-t", help="Target profile name or .toml path."),
     model: str = typer.Option("demo", "--model", "-m", help="HF folder, Hub id (config only, no weights), or 'demo'."),
     context: int = typer.Option(None, "--context", help="Context length for the KV cache (default: the target's)."),
     quality_budget: str = typer.Option(
-        "moderate", "--quality-budget", help="low | moderate | any: how much quality loss quantization may cost."
+        "moderate", "--quality-budget", help="low | moderate | any: the quantization levels the advice may use."
     ),
-    gpu: str = typer.Option("H100", "--gpu", help="GPU class for cost estimates: H100, A100, L4, RTX4090."),
+    compute_budget: float = typer.Option(
+        None, "--compute-budget", help="GPU-hours you can spend; prune/distill options say if they fit in it."
+    ),
+    gpu: str = typer.Option("H100", "--gpu", help="GPU class for the hours: H100, A100, L4, RTX4090."),
     tokens: float = typer.Option(
         None, "--tokens", help="Training tokens for distillation/recovery (default: 20 per student parameter)."
     ),
     topk: int = typer.Option(64, "--topk", help="K of the top-K teacher logit cache, for its disk estimate."),
+    seq_kd: bool = typer.Option(False, "--seq-kd", help="Cost sequence-level KD: the teacher also writes the text."),
     measurements: Path = typer.Option(
-        None, "--measurements", help="A bench results.json: use measured size/speed instead of predictions."
+        None, "--measurements", help="A bench results.json for this model: measured sizes (and speeds on-device)."
+    ),
+    write_student: Path = typer.Option(
+        None, "--write-student", help="Write the suggested student's config.json here (for edgekit distill --student)."
     ),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model's own config code."),
     as_json: bool = typer.Option(
@@ -47,64 +77,122 @@ def plan(
 ) -> None:
     """Per quantization level: file size, KV cache, fit in the memory budget, and predicted decode speed; then the cheapest path (quantize, prune + recover, or distill) that meets the budget, with a cost estimate.
 
-    Speeds are roofline predictions (memory bandwidth ÷ bytes read per token) unless --measurements is given. No weights are loaded.
+    Speeds are roofline predictions (memory bandwidth ÷ bytes read per token) unless --measurements holds on-device figures. No weights are loaded.
     """
-    from edgekit.advisor import advise
-    from edgekit.fileio import read_json
+    from edgekit.advisor import CostSettings, advise
     from edgekit.targets import load_target
 
+    gpu = _check_options(quality_budget, gpu, context, tokens, topk, compute_budget)
     profile = load_target(target)
     config = _config(model, trust_remote_code)
-    results = read_json(measurements) if measurements else None
+    results = None
+    if measurements:
+        from edgekit.measured import read_measurements
+
+        results = read_measurements(measurements, model)
     advice = advise(
-        config, profile, quality_budget=quality_budget, gpu=gpu, tokens=tokens, topk=topk, measurements=results
+        config,
+        profile,
+        quality_budget=quality_budget,
+        context=context,
+        costs=CostSettings(gpu, tokens, topk, seq_kd, compute_budget),
+        measurements=results,
+        model=model,
     )
-    if context:
-        from edgekit.plan import plan_levels
-
-        advice.levels = plan_levels(config, profile, context)
+    if write_student:
+        _write_student(config, advice, write_student)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"schema_version": JSON_SCHEMA_VERSION, "target": profile.name, "model": model, **advice.to_dict()},
-                indent=2,
-            )
-        )
+        meta = {
+            "schema_version": JSON_SCHEMA_VERSION,
+            "target": profile.name,
+            "model": model,
+            "context": context or profile.budget.context_length,
+            "quality_budget": quality_budget,
+            "compute_budget_gpu_hours": compute_budget,
+        }
+        typer.echo(json.dumps({**meta, **advice.to_dict()}, indent=2))
         return
-    _print(profile, model, advice)
+    _print(profile, model, advice, context or profile.budget.context_length)
+    if write_student:
+        console.print(f"student config written to {write_student}/config.json")
 
 
-def _print(profile, model: str, advice) -> None:
-    speed = "decode tok/s (" + ("measured" if advice.basis == "measured" else "roofline prediction") + ")"
+def _write_student(config, advice, folder: Path) -> None:
+    """Save the distill option's student config (random init happens in edgekit distill)."""
+    from edgekit.errors import InputError
+    from edgekit.fileio import atomic_path
+    from edgekit.students import student_config
+
+    option = next((o for o in advice.options if o.path == "distill"), None)
+    if option is None:
+        raise InputError(folder, f"no student to write: the advice is {advice.choice!r}, not a distillation")
+    with atomic_path(folder) as tmp:
+        student_config(config, option.student).save_pretrained(tmp)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f}"
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} B"
+
+
+def _print(profile, model: str, advice, context: int) -> None:
+    from edgekit.advisor import meets
+
+    b = profile.budget
+    params = advice.levels[0].params if advice.levels else 0
+    measured = advice.basis == "measured"
     table = Table(
-        title=f"{model} on {profile.name} (budget {profile.budget.memory_mb:,.0f} MiB, "
-        f"{profile.hardware.memory_bandwidth_gbs:g} GB/s, context {profile.budget.context_length})"
+        title=f"{model} ({params / 1e6:,.1f}M parameters) on {profile.name}",
+        caption=f"budget {b.memory_mb:,.0f} MiB, at least {b.min_decode_tokens_per_s:g} tokens/s, "
+        f"{profile.hardware.memory_bandwidth_gbs:g} GB/s, context {context:,}; "
+        + ("speeds measured where the basis says so" if measured else "tokens/s is a roofline prediction"),
     )
-    for col in ("level", "params", "file MiB", "KV MiB", "total MiB", "fits", speed):
-        table.add_column(col, justify="right")
+    columns = ["level", "file MiB", "KV MiB", "total MiB", "fits", "tokens/s", "meets"] + (
+        ["basis"] if measured else []
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("level", "basis") else "right", no_wrap=True)
     for lv in advice.levels:
-        table.add_row(
+        row = [
             lv.level,
-            f"{lv.params / 1e6:,.1f}M",
-            f"{lv.file_bytes / 2**20:,.1f}",
-            f"{lv.kv_bytes / 2**20:,.1f}",
-            f"{lv.total_bytes / 2**20:,.1f}",
-            "[green]yes[/]" if lv.fits else "[red]no[/]",
-            f"{lv.predicted_decode_tokens_per_s:,.1f}",
-        )
+            _mib(lv.file_bytes),
+            _mib(lv.kv_bytes),
+            _mib(lv.total_bytes),
+            "yes" if lv.fits else "[red]no[/]",
+            f"{lv.decode_tokens_per_s:,.1f}",
+            "[green]yes[/]" if meets(lv, profile) else "[red]no[/]",
+        ]
+        table.add_row(*row, *([lv.basis] if measured else []))
     console.print(table)
     console.print(f"[bold]strategy: {advice.choice}[/]")
     for i, option in enumerate(advice.options):
-        mark = "→" if i == 0 else " "
-        console.print(f" {mark} [bold]{option.path}[/] ({option.level}): {option.reason}")
-        console.print(f"     expected quality cost (literature): {option.quality}")
-        if option.cost:
-            c = option.cost
-            console.print(
-                f"     cost: {c['tokens'] / 1e9:,.2f}B tokens, {(c['teacher_flops'] + c['student_flops']):.2e} "
-                f"FLOPs ≈ {c['gpu_hours']:,.1f} {c['gpu']} GPU-hours; top-{c['topk']} cache "
-                f"{c['cache_bytes'] / 2**30:,.1f} GiB"
-            )
+        _print_option(option, recommended=i == 0 and advice.choice != "none")
+
+
+def _print_option(option, recommended: bool) -> None:
+    mark = "→" if recommended else "·"
+    console.print(Padding(f"{mark} [bold]{option.path}[/] at {option.level}: {option.reason}", (0, 0, 0, 1)))
+    lines = [f"quality (literature): {option.quality}"]
+    if option.cost:
+        c = option.cost
+        others = ", ".join(f"{k} {v:,.0f}" for k, v in c["gpu_hours_by_class"].items() if k != c["gpu"])
+        generation = f" + generation {c['generation_flops']:.2e}" if c["generation_flops"] else ""
+        lines += [
+            f"cost: {c['tokens'] / 1e9:,.2f}B tokens ({c['tokens_per_param']:,.1f} per parameter); FLOPs: teacher "
+            f"{c['teacher_flops']:.2e}{generation} + student {c['student_flops']:.2e}",
+            f"≈ {c['gpu_hours']:,.0f} {c['gpu']} GPU-hours at {c['mfu']:.0%} MFU (other classes: {others}); "
+            f"top-{c['topk']} teacher cache {_size(c['cache_bytes'])}",
+        ]
+    if option.next_step:
+        lines.append(f"next: {option.next_step}")
+    for line in lines:
+        console.print(Padding(line, (0, 0, 0, 3)), highlight=False)
 
 
 def register(app: typer.Typer) -> None:
