@@ -164,6 +164,8 @@ def test_second_build_skips_every_stage_and_bundle_lists_every_file(tiny_build, 
     assert {"torch", "transformers", "llama-cpp-python", "onnxruntime"} <= set(manifest["versions"])
     assert [s["name"] for s in manifest["stages"]] == ["distill", "prune", "recover", "export", "verify", "bench"]
     assert all(s["seconds"] > 0 for s in manifest["stages"])
+    assert all(a["bench"]["decode_tokens_per_s"] > 0 for a in manifest["artifacts"])
+    assert ".work" not in (second.bundle / "report.md").read_text(), "the report names the model, not a work path"
     assert _reproducible_hashes(first.bundle) == _reproducible_hashes(second.bundle)
 
 
@@ -188,14 +190,38 @@ def test_bundle_loads_its_recommended_artifact_and_inspect_names_it(tiny_build, 
 
 
 def _build_cmd(target: Path, config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "edgekit", "build", "-t", str(target), "-c", str(config), "-o", str(out)]
+    return ["-m", "edgekit", "build", "-t", str(target), "-c", str(config), "-o", str(out), "--no-progress"]
 
 
-def _inside(out: Path, stage: str) -> bool:
-    """True once ``stage`` is under way: a distill checkpoint, or the stage's temporary output has files."""
-    if stage == "distill":
-        return bool(list(out.glob(".work/*/scratch/distill-*/*")))
-    return any(p.is_file() for tmp in out.glob(f".work/*/stages/.{stage}-*.tmp") for p in tmp.rglob("*"))
+# Runs `edgekit build` with one stage's body wrapped so that the process SIGKILLs itself once the
+# stage's output is fully written under its temporary name, before it is renamed into place: the
+# worst moment, hit deterministically. argv: STAGE, then the CLI arguments.
+_KILL_AFTER_BODY = """
+import os, signal, sys
+import edgekit.pipeline.bundle as bundle
+import edgekit.pipeline.stages as stages
+from edgekit.cli import main
+
+module, name = {"bundle": (bundle, "write_json_atomic")}.get(sys.argv[1], (stages, "run_" + sys.argv[1]))
+original = getattr(module, name)
+
+def killed(*args, **kwargs):
+    original(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+setattr(module, name, killed)
+main(sys.argv[2:])
+"""
+
+
+def _kill_in_distill(cmd: list[str], env: dict, out: Path) -> int:
+    """Start the build and SIGKILL it from outside as soon as distillation has saved a checkpoint."""
+    proc = subprocess.Popen([sys.executable, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(out.glob(".work/*/scratch/distill-*/latest")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -209,25 +235,28 @@ def reference_build(make_tiny_hf, tmp_path_factory):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("stage", ["distill", "export", "bench"])
+@pytest.mark.parametrize("stage", ["distill", "export", "bench", "bundle"])
 def test_build_killed_during_a_stage_then_resumed_equals_an_uninterrupted_one(reference_build, tmp_path, stage):
     target, config, reference = reference_build
     out = tmp_path / "killed"
-    cmd = [*_build_cmd(target, config, out), "--no-progress"]
+    cmd = _build_cmd(target, config, out)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not _inside(out, stage):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"the build ended before it was killed in {stage}"
-    assert not list(out.glob(f".work/*/stages/{stage}-*/stage.json")), f"killed after {stage} had finished"
-    assert not (out / "tiny-board").exists(), "a killed build must not leave a bundle"
-
-    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    if stage == "distill":
+        code = _kill_in_distill(cmd, env, out)
+    else:
+        killer = [sys.executable, "-c", _KILL_AFTER_BODY, stage, *cmd[2:]]
+        code = subprocess.run(killer, env=env, capture_output=True, timeout=600).returncode
+    assert code == -signal.SIGKILL, f"the build ended before it was killed in {stage}"
     bundle = out / "tiny-board" / reference.name
+    assert not bundle.exists(), "a killed build must not leave a bundle"
+    if stage == "bundle":
+        assert list(bundle.parent.glob(f".{bundle.name}.*.tmp/*")), "the kill left a half-written bundle"
+    elif stage != "distill":
+        assert list(out.glob(f".work/*/stages/.{stage}-*.tmp/*")), "the kill left a half-written output"
+        assert not list(out.glob(f".work/*/stages/{stage}-*")), f"{stage} must not look finished"
+
+    done = subprocess.run([sys.executable, *cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert _reproducible_hashes(bundle) == _reproducible_hashes(reference)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["recommended"]["artifact"] in {a["path"] for a in manifest["artifacts"]}

@@ -118,3 +118,16 @@ def test_set_problems_name_the_flag_and_the_key(tmp_path):
         load_build_config(path, ["distill.colour=1", "distill.steps=0"])
     found = {(p.source, p.key) for p in info.value.problems}
     assert found == {("--set", "distill.colour"), ("--set", "distill.steps"), (str(path), "prune.ffn")}
+
+
+def test_build_config_block_in_the_pipeline_guide_equals_the_defaults():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from edgekit.pipeline.config import BuildConfig, parse_build_config
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", guide, flags=re.S)
+    assert len(blocks) == 1
+    assert parse_build_config(tomllib.loads(blocks[0]), "docs/pipeline.md") == BuildConfig()

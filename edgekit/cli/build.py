@@ -81,22 +81,29 @@ def inspect(
         f"student {manifest['student']['parameters']:,} parameters"
     )
     table = Table(title="artifacts")
-    for col in ("artifact", "size (MiB)", "mean KL", "top-1", "verified"):
+    for col in ("artifact", "size (MiB)", "mean KL", "top-1", "verified", "decode tok/s", "peak RSS (MiB)"):
         table.add_column(col, justify="right" if col != "artifact" else "left")
     for a in manifest["artifacts"]:
-        v = a.get("verification", {})
+        v, b = a.get("verification", {}), a.get("bench") or {}
         table.add_row(
             a["path"],
             f"{a['file_size_bytes'] / 2**20:.2f}",
             f"{v.get('mean_kl', float('nan')):.2e}",
             f"{v.get('top1', float('nan')):.3f}",
             "[green]yes[/]" if v.get("passed") else "[red]no[/]",
+            _number(b.get("decode_tokens_per_s"), "{:,.0f}"),
+            _number(b.get("peak_rss_bytes"), "{:,.0f}", scale=2**-20),
         )
     console.print(table)
     rec = manifest["recommended"]
     console.print(f"[bold]recommended[/] {rec['artifact']} ({rec['quant']}, {rec.get('basis', '')}): {rec['reason']}")
-    stages = ", ".join(f"{s['name']} {s['seconds']:.0f}s" for s in manifest["stages"])
+    stages = ", ".join(f"{s['name']} {s['seconds']:.0f} s" for s in manifest["stages"])
     console.print(f"[dim]stages: {stages}; {len(manifest['files'])} files with sha256 in manifest.json[/]")
+
+
+def _number(value: float | None, fmt: str, scale: float = 1.0) -> str:
+    """A measurement for the table, or a dash where the bundle has none (no bench was run)."""
+    return "-" if value is None else fmt.format(value * scale)
 
 
 def register(app: typer.Typer) -> None:

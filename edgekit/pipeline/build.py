@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgekit.errors import VerificationError
+from edgekit.fileio import read_json
 from edgekit.formats import LEVELS
 from edgekit.models import count_parameters, load_config
 from edgekit.pipeline import preflight, stages
-from edgekit.pipeline.bundle import write_bundle
+from edgekit.pipeline.bundle import bench_summary, write_bundle
 from edgekit.pipeline.runner import StageResult, StageRunner
 from edgekit.pipeline.teacher import resolve_teacher
 
@@ -162,7 +163,7 @@ def _run_stages(
         raise VerificationError(
             f"{len(failed)} of {len(artifacts)} artifacts failed verification", _failure_table(failed)
         )
-    bench_dir, recommendation = None, _fallback_recommendation(passed)
+    bench_dir, bench, recommendation = None, None, _fallback_recommendation(passed)
     if config.bench.enabled:
         b = runner.run(
             "bench",
@@ -173,15 +174,23 @@ def _run_stages(
                 "suite": config.bench.suite,
             },
             lambda o, s: stages.run_bench(
-                o, e.path, [a["path"] for a in passed], model_path, ref.path, profile, config.bench
+                o,
+                e.path,
+                [a["path"] for a in passed],
+                model_path,
+                ref.path,
+                profile,
+                config.bench,
+                names=(ref.name, ref.source),
             ),
         )
         bench_dir, recommendation = b.path, b.summary["recommendation"]
+        bench = read_json(b.path / "results.json")
         if recommendation.get("artifact") is None:  # nothing meets the target: still name a default
             recommendation = _unmet_recommendation(passed, recommendation)
     if runner.on_stage is not None:
         runner.on_stage("bundle", "run")
-    manifest = _manifest(runner, ref, profile, model_path, passed, v.summary["reports"], recommendation)
+    manifest = _manifest(runner, ref, profile, model_path, passed, v.summary["reports"], bench, recommendation)
     bundle = write_bundle(
         out / profile.name / ref.name,
         export_dir=e.path,
@@ -233,16 +242,21 @@ def _unmet_recommendation(passed: list[dict[str, Any]], measured: dict[str, Any]
     }
 
 
-def _manifest(runner: StageRunner, ref, profile, model_path: Path, passed, reports, recommendation) -> dict[str, Any]:
+def _manifest(
+    runner: StageRunner, ref, profile, model_path: Path, passed, reports, bench, recommendation
+) -> dict[str, Any]:
     from edgekit.models import load_model
 
     by_path = {r["path"]: r for r in reports}
+    measured = bench_summary(bench) if bench else {}
+    artifacts = [{**a, "verification": by_path[a["path"]], "bench": measured.get(a["path"])} for a in passed]
     return {
         "target": profile.name,
         "teacher": {"source": ref.source, "name": ref.name, "fingerprint": ref.fingerprint},
         "student": {"parameters": count_parameters(load_model(model_path))},
         "stages": [{"name": s.name, "key": s.key, "seconds": s.seconds, "skipped": s.skipped} for s in runner.results],
-        "artifacts": [{**a, "verification": by_path[a["path"]]} for a in passed],
+        "artifacts": artifacts,
         "verification": {"passed": True, "artifacts": len(passed)},
+        "bench": None if not bench else {"suite": bench["suite"], "host": bench["host"], "results": "results.json"},
         "recommended": recommendation,
     }

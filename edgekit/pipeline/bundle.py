@@ -87,5 +87,34 @@ def _copy_artifact(src: Path, dst: Path) -> None:
         shutil.copy2(sidecar, dst.with_name(dst.name + ".json"))
 
 
+def bench_summary(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per artifact path: the headline measurements (medians; seconds, bytes, tokens/s, nats/token).
+
+    The full distributions stay in ``results.json``; the manifest carries what a reader compares.
+    """
+
+    def median(value: Any) -> float | None:
+        return value.get("median") if isinstance(value, dict) else value
+
+    summary = {}
+    for r in results.get("results", []):
+        quality = r.get("quality") or {}
+        vs_fp, vs_teacher = quality.get("vs_fp") or {}, quality.get("vs_teacher") or {}
+        summary[r["artifact"]] = {
+            "error": r.get("error"),
+            "load_time_s": median(r.get("load_time_s")),
+            "ttft_s": median(r.get("ttft_s")),
+            "prefill_tokens_per_s": {n: median(v) for n, v in (r.get("prefill_tokens_per_s") or {}).items()},
+            "decode_tokens_per_s": median(r.get("decode_tokens_per_s")),
+            "predicted_decode_tokens_per_s": r.get("predicted_decode_tokens_per_s"),
+            "peak_rss_bytes": r.get("peak_rss_bytes"),
+            "perplexity": quality.get("ppl"),
+            "mean_kl_vs_fp": vs_fp.get("mean_kl"),
+            "top1_vs_fp": vs_fp.get("top1"),
+            "mean_kl_vs_teacher": vs_teacher.get("mean_kl"),
+        }
+    return summary
+
+
 def read_manifest(bundle: str | Path) -> dict[str, Any]:
     return read_json(Path(bundle) / MANIFEST)

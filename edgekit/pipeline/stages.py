@@ -237,8 +237,13 @@ def run_bench(
     teacher: str,
     target: TargetProfile,
     section: BenchSection,
+    names: tuple[str, str] = ("model", "teacher"),
 ) -> dict[str, Any]:
-    """Measure every verified artifact, recommend a level and write the report."""
+    """Measure every verified artifact, recommend a level and write the report.
+
+    ``names`` (model, teacher) replace the work-folder paths in the results, since the results and
+    the report travel in the bundle.
+    """
     from edgekit.bench import recommend, run_suite, write_report
     from edgekit.fileio import write_json_atomic
 
@@ -253,6 +258,7 @@ def run_bench(
     relative = {str(export_dir / p): p for p in paths}
     for r in results["results"]:  # the bundle's own paths, not this machine's work folder
         r["artifact"] = relative.get(str(r["artifact"]), r["artifact"])
+    results["model"], results["teacher"] = names
     results["recommendation"] = recommend(results, target)
     write_json_atomic(out / "results.json", results)  # again: with bundle paths and the recommendation
     md, html = write_report(results, out)
