@@ -14,22 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InputError
-from edgekit.fileio import read_json
 from edgekit.plan import LevelPlan
 from edgekit.targets import TargetProfile
-
-RESULTS_SCHEMA = 1  # edgekit.bench.harness.RESULTS_SCHEMA this reader understands
 
 
 def read_measurements(path: str | Path, model: str) -> dict[str, Any]:
     """A bench results file for ``model``; ``InputError`` naming the file when it is not one."""
-    data = read_json(path)  # missing or malformed files are InputErrors already
-    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-        raise InputError(path, "not an edgekit bench results file (no 'results' list)")
-    if data.get("schema_version") != RESULTS_SCHEMA:
-        raise InputError(
-            path, f"bench results schema {data.get('schema_version')!r}; this edgekit reads {RESULTS_SCHEMA}"
-        )
+    from edgekit.bench.schema import load_results
+
+    data = load_results(path)  # checks the schema version and every field
     measured_model = data.get("model")
     if measured_model and not same_model(measured_model, model):
         raise InputError(path, f"measures model {measured_model}, not {model}")
