@@ -32,6 +32,12 @@ def export(
     calibration: Path = typer.Option(
         None, "--calibration", help="Text (.txt/.jsonl) for the importance matrix; default: the built-in corpus."
     ),
+    tensor_type: list[str] = typer.Option(
+        [],
+        "--tensor-type",
+        help="GGUF per-tensor type override PATTERN=TYPE (regex on GGUF tensor names), e.g. '^output\\.weight$=Q8_0'. Repeatable.",
+    ),
+    block_size: int = typer.Option(32, "--block-size", help="ONNX int4: weights per scale (power of two >= 16)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify every file against PyTorch after export."),
 ) -> None:
     """Export a model to GGUF or ONNX at one or more quantization levels, then verify each file.
@@ -41,25 +47,52 @@ def export(
     from edgekit.pipeline.teacher import resolve_teacher
     from edgekit.targets import load_target
 
+    if fmt not in ("gguf", "onnx"):
+        raise typer.BadParameter(f"unknown format {fmt!r}; use gguf or onnx", param_hint="--format")
     profile = load_target(target) if target else None
+    overrides = _overrides(tensor_type, profile)
     model = Path(resolve_teacher(model).path)
     levels = _split(quant) if quant else (profile.ladder(fmt) if profile else [])
     levels = levels or (["F16"] if fmt == "gguf" else ["fp32"])
     if fmt == "gguf":
         from edgekit.export.gguf import export_gguf
 
+        if profile and not profile.export.imatrix:
+            imatrix = "none"
         calib = _calibration_rows(model, calibration) if calibration else None
-        paths = export_gguf(model, out, levels, imatrix=None if imatrix == "none" else imatrix, calibration_ids=calib)
-    elif fmt == "onnx":
+        paths = export_gguf(
+            model,
+            out,
+            levels,
+            imatrix=None if imatrix == "none" else imatrix,
+            calibration_ids=calib,
+            calibration_source=str(calibration) if calibration else None,
+            type_overrides=overrides,
+        )
+    else:
         from edgekit.export.onnx import export_onnx
 
-        paths = export_onnx(model, out, levels)
-    else:
-        raise typer.BadParameter(f"unknown format {fmt!r}; use gguf or onnx", param_hint="--format")
+        paths = export_onnx(model, out, levels, block_size=block_size)
     for path in paths:
         console.print(f"[green]wrote[/] {path}")
     if verify:
-        _verify_all(paths, model, profile, levels)
+        tokens = profile.verify.heldout_tokens if profile else 1024
+        _verify_all(paths, model, profile, levels, tokens)
+
+
+def _overrides(pairs: list[str], profile) -> dict[str, str]:
+    """--tensor-type PATTERN=TYPE options (after the profile's keep_output_tensor) as a dict."""
+    from edgekit.errors import ConfigError, Problem
+    from edgekit.export.quantize import keep_output_overrides
+
+    overrides = keep_output_overrides(profile.export.keep_output_tensor if profile else None)
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise ConfigError([Problem("--tensor-type", p, "expected PATTERN=TYPE, e.g. output=Q8_0") for p in bad])
+    for pair in pairs:
+        pattern, _, type_name = pair.rpartition("=")
+        overrides[pattern] = type_name
+    return overrides
 
 
 def _calibration_rows(model: Path, calibration: Path):
@@ -69,7 +102,7 @@ def _calibration_rows(model: Path, calibration: Path):
     return pack(tokenize_documents(load_tokenizer(model), load_texts(calibration)), 256, 64)
 
 
-def _verify_all(paths, reference: Path, profile, levels: list[str]) -> None:
+def _verify_all(paths, reference: Path, profile, levels: list[str], tokens: int) -> None:
     from edgekit.errors import VerificationError
     from edgekit.export.verify import verify_artifact
 
@@ -79,7 +112,7 @@ def _verify_all(paths, reference: Path, profile, levels: list[str]) -> None:
     failed = []
     for path, level in zip(paths, levels, strict=True):
         threshold = profile.verify.threshold(level) if profile else None
-        r = verify_artifact(path, reference, level=level, threshold=threshold)
+        r = verify_artifact(path, reference, level=level, threshold=threshold, max_tokens=tokens)
         table.add_row(
             Path(path).name,
             level,
@@ -104,14 +137,21 @@ def verify(
     reference: Path = typer.Option(..., "--reference", "-r", help="The HF model folder it was exported from."),
     target: str = typer.Option(None, "--target", "-t", help="Target profile whose thresholds apply."),
     level: str = typer.Option(None, "--level", help="Quantization level (default: from the sidecar)."),
-    tokens: int = typer.Option(1024, "--tokens", help="Held-out tokens to compare."),
+    tokens: int = typer.Option(None, "--tokens", help="Held-out tokens to compare (default: the target's, else 1024)."),
 ) -> None:
-    """Check an exported artifact against the PyTorch model it came from (exit 3 with a table on failure)."""
+    """Check an exported artifact against the PyTorch model it came from (exit 3 with a table on failure).
+
+    Runs the artifact in its own runtime on held-out text: mean KL, top-1 agreement and perplexity change against the fp32 model, and token ids on a stress set against the Hugging Face tokenizer. Thresholds per level come from --target, else edgekit's defaults. The result is recorded in the artifact's sidecar.
+    """
+    from edgekit.errors import InputError
     from edgekit.export.verify import verify_artifact
     from edgekit.targets import load_target
 
+    if not artifact.exists():
+        raise InputError(artifact, "artifact not found")
     profile = load_target(target) if target else None
-    threshold = profile.verify.threshold(level) if profile and level else None
+    threshold = profile.verify.threshold if profile else None
+    tokens = tokens or (profile.verify.heldout_tokens if profile else 1024)
     report = verify_artifact(artifact, reference, level=level, threshold=threshold, max_tokens=tokens, check=True)
     console.print(report.table())
     console.print(f"[green]passed[/] {artifact} ({report.level}, {report.tokens} tokens, {report.backend})")

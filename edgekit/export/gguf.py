@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError, UnsupportedModelError
-from edgekit.export.gguf_tokenizer import vocab_from_tokenizer, write_vocab
+from edgekit.export.gguf_rope import rope_factors, rope_scaling_of, write_rope_scaling
+from edgekit.export.gguf_tokenizer import pad_vocab, vocab_from_tokenizer, write_vocab
 from edgekit.export.sidecar import write_sidecar
 from edgekit.fileio import atomic_path
 
@@ -77,11 +78,12 @@ def gguf_tensors(model, arch: str) -> Iterator[tuple[str, np.ndarray]]:
         if arch in PERMUTE_QK and name.split(".")[-2] in ("attn_q", "attn_k"):
             data = permute_rotary(data, c.num_attention_heads if "attn_q" in name else c.num_key_value_heads)
         yield name, data
+    factors = rope_factors(c, rope_scaling_of(c, arch))
+    if factors is not None:  # llama3-style scaling: per-frequency divisors llama.cpp reads as a tensor
+        yield "rope_freqs.weight", factors
 
 
 def _write_hparams(writer, config, arch: str, name: str) -> None:
-    import gguf
-
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer.add_name(name)
     writer.add_context_length(config.max_position_embeddings)
@@ -96,16 +98,7 @@ def _write_hparams(writer, config, arch: str, name: str) -> None:
     writer.add_rope_freq_base(float(getattr(config, "rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_vocab_size(config.vocab_size)
-    scaling = getattr(config, "rope_scaling", None) or {}
-    kind = scaling.get("rope_type") or scaling.get("type")
-    if kind in (None, "default"):
-        return
-    if kind not in ("linear", "yarn"):
-        raise UnsupportedModelError(f"rope scaling {kind!r} cannot be represented (supported: linear, yarn)")
-    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR if kind == "linear" else gguf.RopeScalingType.YARN)
-    writer.add_rope_scaling_factor(float(scaling["factor"]))
-    if kind == "yarn" and "original_max_position_embeddings" in scaling:
-        writer.add_rope_scaling_orig_ctx_len(int(scaling["original_max_position_embeddings"]))
+    write_rope_scaling(writer, rope_scaling_of(config, arch))
 
 
 def write_gguf(
@@ -129,7 +122,7 @@ def write_gguf(
         writer = gguf.GGUFWriter(tmp, arch)
         _write_hparams(writer, model.config, arch, name)
         writer.add_file_type(FILE_TYPES[level])
-        write_vocab(writer, vocab)
+        write_vocab(writer, pad_vocab(vocab, model.config.vocab_size))
         for key, value in (metadata or {}).items():
             writer.add_string(f"edgekit.{key}", str(value))
         for tensor_name, data in gguf_tensors(model, arch):
@@ -150,7 +143,7 @@ def _add_tensor(writer, name: str, data: np.ndarray, level: str) -> None:
         writer.add_tensor(name, data.astype(np.float16))
     else:
         packed = gguf.quants.quantize(data.astype(np.float32), gguf.GGMLQuantizationType.BF16)
-        writer.add_tensor(name, packed, raw_shape=data.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
+        writer.add_tensor(name, packed, raw_dtype=gguf.GGMLQuantizationType.BF16)  # shape from the bytes
 
 
 IMATRIX_LEVELS = {"Q3_K_M", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q4_0"}
@@ -164,6 +157,7 @@ def export_gguf(
     name: str | None = None,
     imatrix: str | Path | None = "auto",
     calibration_ids=None,
+    calibration_source: str | None = None,
     type_overrides: dict[str, str] | None = None,
     provenance: dict[str, str] | None = None,
     progress: bool = True,
@@ -171,78 +165,104 @@ def export_gguf(
     """Export a HF folder to one GGUF file per level in ``out_dir``; returns their paths (same order).
 
     ``imatrix="auto"`` computes an importance matrix from ``calibration_ids`` [n, seq] (default: 16
-    rows of the built-in corpus) for the low-bit levels; ``None`` quantizes without one.
-    ``provenance`` (string pairs, written as ``edgekit.<key>``) defaults to the source folder.
+    rows of the built-in corpus) for the low-bit levels; ``None`` quantizes without one; a path
+    loads a saved one (``<name>-imatrix.safetensors``, written beside the files whenever one is
+    computed, or a GGUF imatrix from llama.cpp's ``llama-imatrix``).
+    ``type_overrides`` ({regex on GGUF tensor names: GGML type}, e.g. ``{"^output\\.weight$": "Q8_0"}``)
+    applies to every quantized level. ``provenance`` (string pairs, written as ``edgekit.<key>``)
+    defaults to the source folder. Every input is checked before anything is computed or written.
     """
     import tempfile
 
-    from edgekit.export.quantize import FTYPES, quantize_gguf
-    from edgekit.models import check_architecture, load_config, load_model, load_tokenizer
+    from edgekit.export.checks import check_source
+    from edgekit.export.quantize import FTYPES, check_overrides, quantize_gguf
+    from edgekit.models import load_model, load_tokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     unknown = [q for q in quants if q not in FTYPES]
     if unknown:
         raise InputError(model_dir, f"unknown GGUF level(s) {', '.join(unknown)}; choose from {', '.join(FTYPES)}")
-    check_architecture(load_config(model_dir), model_dir)
-    model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
+    check_overrides(type_overrides or {})
+    config = check_source(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    _check_representable(config, tokenizer, model_dir)
+    model = load_model(model_dir)
     name = name or model_dir.name
     provenance = provenance if provenance is not None else {"source": str(model_dir)}
     paths = {q: out_dir / f"{name}-{q}.gguf" for q in quants}
     imx, imx_info = None, None
     if imatrix is not None and any(q in IMATRIX_LEVELS for q in quants):
-        imx, imx_info = _imatrix_for(model, tokenizer, imatrix, calibration_ids)
+        imx, imx_info = _imatrix_for(model, tokenizer, imatrix, calibration_ids, calibration_source)
+        if imatrix == "auto":  # kept for reuse: ``--imatrix <file>`` skips the forward passes next time
+            from edgekit.export.imatrix import save_imatrix_file
+
+            save_imatrix_file(out_dir / f"{name}-imatrix.safetensors", imx, imx_info)
     with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
         base = paths.get("F32") or Path(tmp) / "base-F32.gguf"
         write_gguf(model, tokenizer, base, "F32", name, provenance)
         for level in quants:
+            overrides, info = {}, None
             if level in DIRECT_LEVELS:
                 if level != "F32":
                     write_gguf(model, tokenizer, paths[level], level, name, provenance)
-                info = None
             else:
                 use = imx if level in IMATRIX_LEVELS else None
+                info, overrides = (imx_info if use else None), type_overrides or {}
                 meta = _imatrix_metadata(imx_info) if use else {}
-                quantize_gguf(base, paths[level], level, imatrix=use, type_overrides=type_overrides, metadata=meta)
-                info = imx_info if use else None
+                quantize_gguf(base, paths[level], level, imatrix=use, type_overrides=overrides, metadata=meta)
             write_sidecar(
                 paths[level],
                 format="gguf",
                 quantization=level,
                 source_model=model_dir,
-                extra={"imatrix": info, "type_overrides": type_overrides or {}},
+                extra={"imatrix": info, "type_overrides": overrides, "architecture": config.model_type},
             )
     return [paths[q] for q in quants]
 
 
-def _imatrix_for(model, tokenizer, imatrix, calibration_ids):
+def _check_representable(config, tokenizer, model_dir: Path) -> None:
+    """Raise now, before minutes of work, if the tokenizer or RoPE settings have no faithful GGUF form."""
+    try:
+        vocab = vocab_from_tokenizer(tokenizer)
+        rope_scaling_of(config, GGUF_ARCH[config.model_type])
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"{model_dir}: {exc}") from None
+    if len(vocab.tokens) > config.vocab_size:
+        raise InputError(
+            model_dir, f"tokenizer has {len(vocab.tokens)} tokens but the model only {config.vocab_size} embeddings"
+        )
+
+
+def _imatrix_for(model, tokenizer, imatrix, calibration_ids, source: str | None):
+    """(values, provenance) from a file, or computed from calibration rows (default: built-in corpus)."""
     from edgekit.export.imatrix import compute_imatrix, load_imatrix_file
-
-    if imatrix != "auto":
-        return load_imatrix_file(Path(imatrix))
-    if calibration_ids is None:
-        from edgekit.data import training_set
-
-        calibration_ids = training_set(tokenizer, seq_len=256, max_sequences=16)
-    values, tokens = compute_imatrix(model, calibration_ids)
     from edgekit.fileio import sha256_json
 
-    info = {
-        "dataset": "calibration rows",
-        "tokens": tokens,
-        "chunks": len(calibration_ids),
-        "entries": len(values),
-        "sha256": sha256_json({k: v.tolist() for k, v in values.items()})[:16],
-    }
+    if imatrix != "auto":
+        values, saved = load_imatrix_file(Path(imatrix))
+        info = {"dataset": saved.get("dataset", "unknown"), "tokens": saved.get("tokens"), "file": saved["file"]}
+        info["chunks"] = int(saved.get("chunks") or 0)
+    else:
+        if calibration_ids is None:
+            from edgekit.data import training_set
+
+            calibration_ids = training_set(tokenizer, seq_len=256, max_sequences=16)
+            source = source or "edgekit built-in corpus (training split)"
+        values, tokens = compute_imatrix(model, calibration_ids)
+        info = {"dataset": source or "calibration rows given by the caller", "tokens": tokens}
+        info["chunks"] = len(calibration_ids)
+    info["entries"] = len(values)
+    info["sha256"] = sha256_json({k: v.tolist() for k, v in sorted(values.items())})[:16]
     return values, info
 
 
-def _imatrix_metadata(info: dict[str, Any] | None) -> dict[str, str]:
-    """Provenance keys as llama-quantize writes them (quantize.imatrix.*)."""
+def _imatrix_metadata(info: dict[str, Any] | None) -> dict[str, str | int]:
+    """Provenance keys as llama-quantize writes them (quantize.imatrix.*; counts as integers)."""
     if not info:
         return {}
     return {
+        "quantize.imatrix.file": info.get("file") or f"edgekit:{info['sha256']}",
         "quantize.imatrix.dataset": info["dataset"],
-        "quantize.imatrix.entries_count": str(info["entries"]),
-        "quantize.imatrix.chunks_count": str(info["chunks"]),
-        "quantize.imatrix.file": f"edgekit:{info['sha256']}",
+        "quantize.imatrix.entries_count": int(info["entries"]),
+        "quantize.imatrix.chunks_count": int(info["chunks"]),
     }

@@ -6,19 +6,22 @@ Two families are represented faithfully:
   custom-trained and pruned vocabularies export;
 * SentencePiece-style BPE with byte fallback ("llama" in GGUF): tokens, scores (merge priority),
   types (byte tokens marked as bytes).
-Anything else fails with a message saying why, instead of writing a file that tokenizes differently.
+Anything else fails with a message saying why, instead of writing a file that tokenizes differently:
+other tokenizer models (WordPiece, Unigram), pre-tokenizers llama.cpp does not implement, and
+normalizers it does not apply (NFC is accepted: llama.cpp skips it, which changes nothing for text
+already in NFC, as nearly all text is).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgekit.errors import UnsupportedModelError
 
 # llama.cpp token types (llama_token_type)
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE = 1, 2, 3, 4, 6
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 # Split regexes of the byte-level pre-tokenizers llama.cpp implements, by its pre-type name.
 _GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -41,6 +44,7 @@ class GGUFVocab:
     add_bos: bool = False
     add_eos: bool = False
     chat_template: str | None = None
+    space_prefix: bool = False  # SentencePiece-style: "▁" prepended to the text
 
 
 def _split_regexes(pre: dict[str, Any] | None) -> list[str]:
@@ -57,7 +61,53 @@ def _split_regexes(pre: dict[str, Any] | None) -> list[str]:
     return [f"<{pre['type']}>"]
 
 
+def _flatten(part: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
+    """The steps of a normalizer / pre-tokenizer, Sequence or not."""
+    if not part:
+        return []
+    if part["type"] == "Sequence":
+        return [step for sub in part[key] for step in _flatten(sub, key)]
+    return [part]
+
+
+def _check_byte_level_normalizer(normalizer: dict[str, Any] | None) -> None:
+    steps = [n["type"] for n in _flatten(normalizer, "normalizers")]
+    unsupported = [t for t in steps if t != "NFC"]
+    if unsupported:
+        raise UnsupportedModelError(
+            f"the tokenizer normalizes text with {', '.join(unsupported)}, which llama.cpp does not apply; "
+            "its GGUF would tokenize differently"
+        )
+
+
+def _space_prefix(spec: dict[str, Any]) -> bool:
+    """Whether a SentencePiece-style tokenizer prepends ``▁``; raise on normalizers llama.cpp lacks.
+
+    Two spellings are understood: the normalizer Prepend("▁") + Replace(" ", "▁") (older
+    conversions) and the Metaspace pre-tokenizer (newer ones).
+    """
+    prefix = False
+    for step in _flatten(spec.get("normalizer"), "normalizers"):
+        if step["type"] == "Prepend" and step.get("prepend") == "▁":
+            prefix = True
+        elif not (step["type"] == "Replace" and step["pattern"].get("String") == " " and step["content"] == "▁"):
+            raise UnsupportedModelError(
+                f"the tokenizer's normalizer step {step['type']} is not one llama.cpp applies "
+                "(SentencePiece-style GGUF supports only the ▁ prefix and space replacement)"
+            )
+    for step in _flatten(spec.get("pre_tokenizer"), "pretokenizers"):
+        if step["type"] == "Metaspace":
+            prefix = prefix or step.get("prepend_scheme", "always") != "never"
+    return prefix
+
+
 def _byte_level_pre_type(pre: dict[str, Any] | None) -> str:
+    prefixed = [p for p in _flatten(pre, "pretokenizers") if p["type"] == "ByteLevel" and p.get("add_prefix_space")]
+    if prefixed:
+        raise UnsupportedModelError(
+            "the tokenizer's ByteLevel pre-tokenizer adds a prefix space, which llama.cpp's byte-level BPE "
+            "does not; its GGUF would tokenize differently"
+        )
     regexes = _split_regexes(pre)
     if len(regexes) != 1 or regexes[0] not in PRE_TYPES_BY_REGEX:
         raise UnsupportedModelError(
@@ -72,6 +122,19 @@ def _post_adds(tokenizer) -> tuple[bool, bool]:
     ids = tokenizer("a", add_special_tokens=True)["input_ids"]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     return bool(ids) and ids[0] == bos and bos is not None, bool(ids) and ids[-1] == eos and eos is not None
+
+
+def _merge_scores(tokens: list[str], types: list[int], merges: list[str]) -> list[float]:
+    """SentencePiece-style scores from BPE merge priority: the token the r-th merge makes scores -r.
+
+    llama.cpp's SPM tokenizer merges the adjacent pair whose joined token scores highest, which is
+    the HF BPE order when scores follow merge rank (and not token ids, which a pruned or re-indexed
+    vocabulary may have shuffled). Tokens no merge makes (single characters, bytes, specials) score 0.
+    """
+    rank: dict[str, int] = {}
+    for r, merge in enumerate(merges):
+        rank.setdefault(merge.replace(" ", "", 1), r)
+    return [-float(rank[t]) if types[i] == NORMAL and t in rank else 0.0 for i, t in enumerate(tokens)]
 
 
 def vocab_from_tokenizer(tokenizer) -> GGUFVocab:
@@ -109,11 +172,28 @@ def vocab_from_tokenizer(tokenizer) -> GGUFVocab:
                 types.append(BYTE)
             else:
                 types.append(USER_DEFINED if i in added_ids else NORMAL)
-        scores = [0.0 if types[i] != NORMAL else -float(i) for i in range(size)]
-        return GGUFVocab("llama", None, tokens, types, scores=scores, **common)
+        scores = _merge_scores(tokens, types, merges)
+        return GGUFVocab("llama", None, tokens, types, scores=scores, space_prefix=_space_prefix(spec), **common)
+    _check_byte_level_normalizer(spec.get("normalizer"))
     pre = _byte_level_pre_type(spec.get("pre_tokenizer"))
+    if model.get("ignore_merges") and pre != "llama-bpe":
+        raise UnsupportedModelError(f"ignore_merges is implemented by llama.cpp only for llama-bpe, not {pre}")
     types = [CONTROL if i in special_ids else USER_DEFINED if i in added_ids else NORMAL for i in range(size)]
     return GGUFVocab("gpt2", pre, tokens, types, merges=merges, **common)
+
+
+def pad_vocab(vocab: GGUFVocab, size: int) -> GGUFVocab:
+    """Extend the vocabulary to the model's embedding rows (llama.cpp needs one token per row).
+
+    Models often have more rows than tokens (rounded up for speed); the extra ids are never produced
+    by the tokenizer, so they get placeholder names and the UNUSED type.
+    """
+    extra = size - len(vocab.tokens)
+    if extra <= 0:
+        return vocab
+    names = [f"[PAD{i}]" for i in range(len(vocab.tokens), size)]
+    scores = None if vocab.scores is None else [*vocab.scores, *([0.0] * extra)]
+    return replace(vocab, tokens=[*vocab.tokens, *names], types=[*vocab.types, *([UNUSED] * extra)], scores=scores)
 
 
 def write_vocab(writer, vocab: GGUFVocab) -> None:
@@ -132,6 +212,6 @@ def write_vocab(writer, vocab: GGUFVocab) -> None:
     writer.add_add_bos_token(vocab.add_bos)
     writer.add_add_eos_token(vocab.add_eos)
     if vocab.model == "llama":
-        writer.add_add_space_prefix(True)
+        writer.add_add_space_prefix(vocab.space_prefix)
     if vocab.chat_template:
         writer.add_chat_template(vocab.chat_template)

@@ -3,7 +3,9 @@
 For every matrix multiplication y = x·Wᵀ, llama.cpp's imatrix is the mean over calibration tokens of
 x² for each input column (it accumulates Σx² and the number of tokens, then divides). Quantization
 then spends precision on the columns whose inputs are large, which is where rounding errors cost
-the most output error.
+the most output error. Entries are keyed by the GGUF name of the weight the product reads: with
+tied embeddings the output product reads ``token_embd.weight``, so that is its entry's name (as in
+llama.cpp's own imatrix tool), and the embedding matrix is quantized with it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def compute_imatrix(model, calibration: torch.Tensor, batch: int = 4) -> tuple[d
         name = gguf_name(f"{module_name}.weight")
         if name is None or name.endswith("?"):
             continue
+        if name == "output.weight" and getattr(model.config, "tie_word_embeddings", False):
+            name = "token_embd.weight"
 
         def hook(mod, args, name=name):
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])
@@ -44,26 +48,63 @@ def compute_imatrix(model, calibration: torch.Tensor, batch: int = 4) -> tuple[d
 
 
 def save_imatrix_file(path, values: dict[str, np.ndarray], info: dict) -> None:
-    """Store an imatrix as safetensors (values) with its provenance in the metadata."""
+    """Store an imatrix as safetensors (values) with its provenance in the metadata, atomically."""
     import json
 
     from safetensors.numpy import save_file
 
-    save_file({k: np.ascontiguousarray(v) for k, v in values.items()}, str(path), metadata={"info": json.dumps(info)})
+    from edgekit.fileio import atomic_path
+
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in values.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
 
 
 def load_imatrix_file(path) -> tuple[dict[str, np.ndarray], dict]:
-    """Read an imatrix written by ``save_imatrix_file``."""
+    """Read an imatrix: ours (``.safetensors``, see ``save_imatrix_file``) or llama-imatrix's GGUF.
+
+    llama.cpp's GGUF imatrix stores, per weight, ``<name>.in_sum2`` (Σx² per column) and
+    ``<name>.counts`` (tokens seen); the quantizer's input is their ratio, as computed here.
+    """
+    from pathlib import Path
+
+    from edgekit.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "imatrix file not found")
+    try:
+        values, info = _read_gguf_imatrix(path) if path.suffix == ".gguf" else _read_safetensors_imatrix(path)
+    except Exception as exc:
+        raise InputError(path, f"not an imatrix file edgekit can read ({exc})") from None
+    if not values:
+        raise InputError(path, "the imatrix file holds no entries")
+    return values, {**info, "file": path.name}
+
+
+def _read_safetensors_imatrix(path) -> tuple[dict[str, np.ndarray], dict]:
     import json
 
     from safetensors import safe_open
 
-    from edgekit.errors import InputError
+    with safe_open(str(path), "np") as fh:
+        values = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+        info = json.loads((fh.metadata() or {}).get("info", "{}"))
+    return values, info
 
-    try:
-        with safe_open(str(path), "np") as fh:
-            values = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
-            info = json.loads((fh.metadata() or {}).get("info", "{}"))
-    except Exception as exc:
-        raise InputError(path, f"not an edgekit imatrix file ({exc})") from None
-    return values, {**info, "file": str(path)}
+
+def _read_gguf_imatrix(path) -> tuple[dict[str, np.ndarray], dict]:
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    tensors = {t.name: np.asarray(t.data, dtype=np.float32) for t in reader.tensors}
+    values = {}
+    for name, sums in tensors.items():
+        if name.endswith(".in_sum2"):
+            weight = name.removesuffix(".in_sum2")
+            counts = tensors[f"{weight}.counts"].reshape(-1)
+            rows = sums.reshape(len(counts), -1)
+            values[weight] = np.where(counts[:, None] > 0, rows / np.maximum(counts, 1)[:, None], 1.0).reshape(-1)
+    field = reader.fields.get("imatrix.chunk_count")
+    chunks = int(field.parts[field.data[0]][0]) if field else 0
+    return values, {"dataset": "llama-imatrix file", "chunks": chunks}

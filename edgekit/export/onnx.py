@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgekit.errors import BackendUnavailable, ConfigError, InputError, Problem, StageError
+from edgekit.errors import BackendUnavailable, ConfigError, Problem, StageError
+from edgekit.export.checks import check_source
 from edgekit.export.sidecar import write_sidecar
 from edgekit.fileio import atomic_path
-from edgekit.models import check_architecture, load_config
 
 ONNX_TASK = "text-generation-with-past"
 MODEL_FILE = "model.onnx"
@@ -51,16 +51,6 @@ def _check_quants(quants: Sequence[str]) -> list[str]:
 def _check_block_size(block_size: int) -> None:
     if block_size < 16 or block_size & (block_size - 1):
         raise ConfigError([Problem("export", "block_size", f"must be a power of two >= 16, got {block_size}")])
-
-
-def _check_source(model_dir: Path) -> str:
-    """The architecture name, after checking the folder exists and holds a supported model."""
-    if not model_dir.is_dir():
-        raise InputError(model_dir, "model folder not found")
-    if not (model_dir / "config.json").is_file():
-        raise InputError(model_dir, "no config.json: not a Hugging Face model folder")
-    config = load_config(model_dir)
-    return check_architecture(config, model_dir)
 
 
 def _export_fp32(model_dir: Path, work: Path, opset: int | None, progress: bool) -> Path:
@@ -157,7 +147,7 @@ def export_onnx(
     out_dir = Path(out_dir).expanduser()
     levels = _check_quants(quants)
     _check_block_size(block_size)
-    arch = _check_source(model_dir)
+    arch = check_source(model_dir).model_type
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix=".onnx-export.", dir=out_dir) as work:

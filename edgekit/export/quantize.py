@@ -29,7 +29,7 @@ FTYPES = {
     "Q6_K": 18,
     "BF16": 32,
 }
-_KV_STR = 3  # LLAMA_KV_OVERRIDE_TYPE_STR
+_KV_INT, _KV_STR = 0, 3  # LLAMA_KV_OVERRIDE_TYPE_INT / _STR
 
 
 _SILENT = []  # keeps the C callback alive for the life of the process
@@ -67,13 +67,46 @@ def _overrides_array(lib, overrides: dict[str, str]):
     return entries
 
 
-def _kv_array(lib, metadata: dict[str, str]):
+def _kv_array(lib, metadata: dict[str, str | int]):
+    """Metadata written into the output file; llama.cpp's fields hold 127 bytes, longer strings are cut."""
     entries = (lib.llama_model_kv_override * (len(metadata) + 1))()
     for i, (key, value) in enumerate(metadata.items()):
-        entries[i].tag = _KV_STR
         entries[i].key = key.encode()[:127]
-        entries[i].value.val_str = str(value).encode()[:127]
+        if isinstance(value, int):
+            entries[i].tag = _KV_INT
+            entries[i].value.val_i64 = value
+        else:
+            entries[i].tag = _KV_STR
+            entries[i].value.val_str = str(value).encode()[:127]
     return entries
+
+
+def check_overrides(overrides: dict[str, str]) -> None:
+    """Raise one ConfigError naming every bad pattern or type in per-tensor overrides."""
+    import re
+
+    import gguf
+
+    from edgekit.errors import ConfigError, Problem
+
+    problems = []
+    known = [t.name for t in gguf.GGMLQuantizationType]
+    for pattern, type_name in overrides.items():
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append(Problem("export", f"tensor_type {pattern}", f"not a regular expression ({exc})"))
+        if type_name.upper() not in known:
+            problems.append(
+                Problem("export", f"tensor_type {pattern}", f"unknown type {type_name!r}; e.g. Q8_0, Q6_K, F16")
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
+def keep_output_overrides(keep: str | None) -> dict[str, str]:
+    """Overrides that store the output and token-embedding matrices as GGML type ``keep`` (e.g. Q8_0)."""
+    return {r"^output\.weight$": keep, r"^token_embd\.weight$": keep} if keep else {}
 
 
 def quantize_gguf(
@@ -83,7 +116,7 @@ def quantize_gguf(
     *,
     imatrix: dict[str, np.ndarray] | None = None,
     type_overrides: dict[str, str] | None = None,
-    metadata: dict[str, str] | None = None,
+    metadata: dict[str, str | int] | None = None,
     threads: int | None = None,
 ) -> Path:
     """Quantize ``src`` (F32/F16 GGUF) to ``level`` at ``dst``, atomically."""

@@ -17,3 +17,14 @@ STRESS_TEXTS: tuple[str, ...] = (
     "Ω≈ç√∫˜µ≤≥÷ ¡™£¢∞§¶•ªº–≠",
     "mixed\u00a0no-break\u2009thin\u200bzero-width spaces",
 )
+
+
+def stress_texts(tokenizer) -> tuple[str, ...]:
+    """The stress set plus a text holding this tokenizer's own special tokens between words.
+
+    A GGUF or ONNX port must split those out as single ids exactly as the HF tokenizer does.
+    """
+    specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
+    if not specials:
+        return STRESS_TEXTS
+    return (*STRESS_TEXTS, "start " + " middle ".join(specials) + " end")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import VerificationError
-from edgekit.export.stress import STRESS_TEXTS
+from edgekit.export.stress import stress_texts
 from edgekit.quality import compare_logits
 
 
@@ -34,6 +34,7 @@ class VerifyReport:
     min_top1: float
     tokenizer_parity: bool
     tokenizer_mismatches: list[str] = field(default_factory=list)
+    tokenizer_texts: int = 0  # stress texts compared
 
     @property
     def ppl_change(self) -> float:
@@ -58,7 +59,7 @@ class VerifyReport:
             ("perplexity change", f"{self.ppl_change:+.2%}", "(reported)", True),
             (
                 "tokenizer parity",
-                f"{len(STRESS_TEXTS) - len(self.tokenizer_mismatches)}/{len(STRESS_TEXTS)}",
+                f"{self.tokenizer_texts - len(self.tokenizer_mismatches)}/{self.tokenizer_texts}",
                 "all",
                 self.tokenizer_parity,
             ),
@@ -97,7 +98,12 @@ def verify_artifact(
     check: bool = False,
     record: bool = True,
 ) -> VerifyReport:
-    """Compare ``artifact`` with the HF model at ``reference``; ``check=True`` raises on failure."""
+    """Compare ``artifact`` with the HF model at ``reference``; ``check=True`` raises on failure.
+
+    ``threshold``: a Threshold, a function level -> Threshold (e.g. a target profile's
+    ``verify.threshold``), or None for the level's defaults in ``edgekit.formats``. ``level``
+    defaults to the sidecar's, else what the runtime reports.
+    """
     import torch
 
     from edgekit.formats import LEVELS
@@ -116,10 +122,13 @@ def verify_artifact(
         targets = rows[:, 1:].reshape(-1).numpy()
         vocab = ref.shape[-1]
         cmp = compare_logits(ref[:, :-1].reshape(-1, vocab), cand[:, :-1, :vocab].reshape(-1, vocab), targets)
-        mismatches = [t for t in STRESS_TEXTS if backend.tokenize(t) != tokenizer(t)["input_ids"]]
+        texts_checked = stress_texts(tokenizer)
+        mismatches = [t for t in texts_checked if backend.tokenize(t) != tokenizer(t)["input_ids"]]
         backend_name = backend.info.backend
     finally:
         backend.close()
+    if callable(threshold):
+        threshold = threshold(level) if level in LEVELS else None
     if threshold is None:
         q = LEVELS.get(level)
         max_kl, min_top1 = (q.max_mean_kl, q.min_top1) if q else (1e-5, 0.99)
@@ -139,6 +148,7 @@ def verify_artifact(
         min_top1,
         not mismatches,
         [repr(t[:40]) for t in mismatches],
+        len(texts_checked),
     )
     if record:
         from edgekit.export.sidecar import sidecar_path, update_sidecar
