@@ -3,8 +3,9 @@ of the same file (target ±5%), and its peak RSS against ``/usr/bin/time -v`` (t
 
 Run:  python bench/bench_harness_accuracy.py [GGUF]     (default: the demo teacher's Q4_K_M export)
 
-Both decode timings use the same greedy loop length, thread count and context, each in a fresh
-process, interleaved over rounds; medians are compared. Run it on an otherwise idle machine:
+Both decode timings use the same prompt tokens (held-out text), greedy loop length, thread count and
+context, and one warm-up generation before the timed one, each in a fresh process, interleaved over
+rounds; medians are compared. Run it on an otherwise idle machine:
 llama.cpp's thread pool is very sensitive to other processes on the same cores.
 """
 
@@ -24,20 +25,25 @@ from edgekit.bench.runners import run_local
 THREADS = int(os.environ.get("EDGEKIT_BENCH_THREADS", "2"))
 NEW_TOKENS = 128
 PROMPT_TOKENS = 64
-ROUNDS = 5
+ROUNDS = int(os.environ.get("EDGEKIT_BENCH_ROUNDS", "7"))
 
 DIRECT = r"""
 import json, sys, time
 from llama_cpp import Llama
+from edgekit.data import builtin_documents, split_documents
 path, threads, n_new, n_prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 llm = Llama(model_path=path, n_ctx=1024, n_threads=threads, n_batch=512, verbose=False)
-prompt = (llm.tokenize(b"def main():\n    return the value of the argument " * 40))[:n_prompt]
-stamps = []
-for i, _tok in enumerate(llm.generate(prompt, top_k=1, temp=0.0, reset=True)):
-    stamps.append(time.perf_counter())
-    if i + 1 >= n_new:
-        break
-print(json.dumps({"decode": (len(stamps) - 1) / (stamps[-1] - stamps[0])}))
+text = "\n\n".join(split_documents(builtin_documents())[1][:40])  # the harness's prompt text
+prompt = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)[:n_prompt]
+def decode():
+    stamps = []
+    for i, _tok in enumerate(llm.generate(prompt, top_k=1, temp=0.0, reset=True)):
+        stamps.append(time.perf_counter())
+        if i + 1 >= n_new:
+            break
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+decode()  # warm-up, as the harness does (warmup = 1)
+print(json.dumps({"decode": decode()}))
 """
 
 
@@ -99,9 +105,11 @@ def main() -> None:
         harness.append(harness_decode(path)[0])
         direct.append(direct_decode(path))
     h, d = statistics.median(harness), statistics.median(direct)
+    paired = statistics.median(x / y for x, y in zip(harness, direct, strict=True))
     print(f"file: {path} ({path.stat().st_size / 2**20:.2f} MiB), threads {THREADS}, {NEW_TOKENS} new tokens")
     print(f"decode tok/s  harness median {h:,.0f}  direct llama-cpp-python median {d:,.0f}  ratio {h / d:.3f}")
     print(f"  harness rounds {[round(x) for x in harness]}  direct rounds {[round(x) for x in direct]}")
+    print(f"  median of per-round ratios {paired:.3f}; load average after: {os.getloadavg()[0]:.2f}")
     if Path("/usr/bin/time").exists():
         reported, os_view = time_v_max_rss(path)
         print(

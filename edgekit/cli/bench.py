@@ -96,8 +96,32 @@ def bench(
 
     write_json_atomic(out / "results.json", results)
     md, page = write_report(results, out)
-    console.print(md.read_text())
-    console.print(f"[green]report[/] {page}")
+    _summary(results)
+    console.print(f"[green]results[/] {out / 'results.json'}\n[green]report[/] {page} and {md.name}")
+
+
+def _summary(results: dict) -> None:
+    """The recommendation and one line per artifact; the full tables are in the report."""
+    from rich.table import Table
+
+    from edgekit.bench.report import QUALITY_COLUMNS, speed_columns
+
+    speed = {h: c for h, c in speed_columns(results)}
+    kl = dict(QUALITY_COLUMNS)["KL vs fp (nats/tok)"]
+    table = Table("level")
+    for header in ("file MiB", "peak RSS MiB", "decode tok/s (p10–p90)", "KL vs fp", "roofline"):
+        table.add_column(header, justify="right")
+    for r in results["results"]:
+        if r.get("error"):
+            table.add_row(r.get("quant") or Path(r["artifact"]).name, f"[red]{r['error']}[/]")
+            continue
+        cells = [speed[h](r) for h in ("level", "file (MiB)", "peak RSS (MiB)", "decode (tok/s, p10–p90)")]
+        table.add_row(*cells, kl(r), speed["roofline"](r))
+    console.print(table)
+    rec = results.get("recommendation")
+    if rec:
+        head = f"[bold green]Recommended: {rec['quant']}[/]" if rec["quant"] else "[bold yellow]No recommendation[/]"
+        console.print(f"{head} ({rec['basis']} speed). {rec['reason']}.")
 
 
 def register(app: typer.Typer) -> None:
