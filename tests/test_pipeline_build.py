@@ -21,6 +21,7 @@ from edgekit.pipeline.bundle import read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 build_module = importlib.import_module("edgekit.pipeline.build")
+_CAPTURE = {"capture_output": True, "text": True, "cwd": ROOT, "timeout": 120}
 
 TARGET = """
 name = "tiny-board"
@@ -136,6 +137,15 @@ def test_cli_build_on_an_impossible_target_is_one_line_error_with_exit_code_5(ti
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 5 and "Traceback" not in result.stderr
     assert len(lines) == 1 and "does not fit tiny-board" in lines[0]
+
+
+def test_cli_set_flags_reach_the_build_config_and_bad_ones_exit_2_naming_the_flag(tmp_path):
+    cmd = ["build", "-t", "raspberry-pi-5", "-o", str(tmp_path / "out"), "--set", "distill.colour=1"]
+    result = subprocess.run([sys.executable, "-m", "edgekit", *cmd, "--set", "prune.ffn=2"], **_CAPTURE)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 2
+    assert "--set: distill.colour: unknown key" in lines[0] and "--set: prune.ffn" in lines[1]
+    assert not (tmp_path / "out").exists()
 
 
 def test_recommendation_defaults_to_the_smallest_level_when_none_meets_the_target():
