@@ -4,7 +4,7 @@ A bench ``results.json`` (edgekit bench, docs/benchmarking.md) holds, per quanti
 size, peak resident memory and decode speed measured on the machine that ran it. File size and memory
 do not depend on where the model runs, so they always replace the predictions. Decode speed does: it
 is used only when the report says it was measured on this target (``edgekit bench --target NAME
---on-device``); otherwise speed stays a roofline prediction, computed from the measured file size.
+--on-device``, or ``--ssh``); otherwise it stays a roofline prediction from the measured weight bytes.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 JSON_SCHEMA_VERSION = 1  # bump when a key of the --json output changes meaning or disappears
@@ -176,23 +177,26 @@ def _print(profile, model: str, advice, context: int) -> None:
 
 
 def _print_option(option, recommended: bool) -> None:
-    mark = "→" if recommended else "·"
-    console.print(Padding(f"{mark} [bold]{option.path}[/] at {option.level}: {option.reason}", (0, 0, 0, 1)))
-    lines = [f"quality (literature): {option.quality}"]
+    mark = "→ recommended:" if recommended else "· or:" if option.meets_budget else "· not enough:"
+    console.print(f" {mark} [bold]{option.path}[/] at {option.level}", highlight=False)
+    lines = [option.reason, f"quality (literature): {option.quality}"]
     if option.cost:
         c = option.cost
         others = ", ".join(f"{k} {v:,.0f}" for k, v in c["gpu_hours_by_class"].items() if k != c["gpu"])
-        generation = f" + generation {c['generation_flops']:.2e}" if c["generation_flops"] else ""
+        flops = c["teacher_flops"] + c["generation_flops"] + c["student_flops"]
+        parts = f"teacher {c['teacher_flops']:.2e}" + (
+            f", generation {c['generation_flops']:.2e}" if c["generation_flops"] else ""
+        )
         lines += [
-            f"cost: {c['tokens'] / 1e9:,.2f}B tokens ({c['tokens_per_param']:,.1f} per parameter); FLOPs: teacher "
-            f"{c['teacher_flops']:.2e}{generation} + student {c['student_flops']:.2e}",
-            f"≈ {c['gpu_hours']:,.0f} {c['gpu']} GPU-hours at {c['mfu']:.0%} MFU (other classes: {others}); "
-            f"top-{c['topk']} teacher cache {_size(c['cache_bytes'])}",
+            f"cost: {c['tokens'] / 1e9:,.1f}B tokens ({c['tokens_per_param']:,.1f} per parameter), "
+            f"{flops:.2e} FLOPs ({parts}, student {c['student_flops']:.2e})",
+            f"≈ {c['gpu_hours']:,.0f} {c['gpu']} GPU-hours at {c['mfu']:.0%} MFU ({others})",
+            f"top-{c['topk']} teacher cache for all tokens: {_size(c['cache_bytes'])}",
         ]
     if option.next_step:
         lines.append(f"next: {option.next_step}")
     for line in lines:
-        console.print(Padding(line, (0, 0, 0, 3)), highlight=False)
+        console.print(Padding(Text(line), (0, 0, 0, 5)))
 
 
 def register(app: typer.Typer) -> None:
