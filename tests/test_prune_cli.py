@@ -130,3 +130,28 @@ def test_cli_prune_fits_target_memory_at_level_when_target_budget_given(app, tin
     pruned = load_model(out)
     assert plan_level(pruned.config, target, "Q4_K_M").fits
     assert count_parameters(pruned) < count_parameters(source)
+
+
+@pytest.mark.parametrize(
+    ("level", "round_to"), [("Q4_K_M", 256), ("q5_k_m", 256), ("Q6_K", 256), ("Q8_0", 1), ("F16", 1), (None, 1)]
+)
+def test_default_round_to_is_256_only_when_level_is_a_k_quant(level, round_to):
+    from edgekit.prune.job import default_round_to
+
+    assert default_round_to(level) == round_to
+
+
+def test_cli_prune_rounds_to_256_by_default_when_target_level_is_a_k_quant(app, tiny_llama_dir, tmp_path):
+    from edgekit.plan import plan_level
+    from edgekit.targets import load_target, resolve_target_path
+
+    text = resolve_target_path("raspberry-pi-5").read_text()
+    profile = tmp_path / "snug.toml"  # 69.7 MiB: the tiny model needs 69.84 MiB at Q4_K_M, with FFN 256 69.61
+    profile.write_text(text.replace('name = "raspberry-pi-5"', 'name = "snug"').replace("5000", "69.7", 1))
+    out = tmp_path / "k"
+    args = [str(tiny_llama_dir), "-o", str(out), "--target", str(profile), "--level", "Q4_K_M", "--budget-on", "ffn"]
+    result = _run(app, *args)
+    assert result.exit_code == 0, result.output
+    pruned = load_model(out)
+    assert pruned.config.intermediate_size == 256  # a multiple of 256, not the 353 an unrounded budget keeps
+    assert plan_level(pruned.config, load_target(profile), "Q4_K_M").fits
