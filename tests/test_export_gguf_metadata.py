@@ -68,7 +68,8 @@ ROPE_CASES = {
 
 
 @pytest.mark.parametrize(
-    ("arch", "kind"), [("llama", "linear"), ("llama", "yarn"), ("llama", "llama3"), ("qwen2", "yarn")]
+    ("arch", "kind"),
+    [("llama", "linear"), ("llama", "yarn"), ("llama", "llama3"), ("qwen2", "linear"), ("qwen2", "yarn")],
 )
 def test_rope_scaling_matches_pytorch_when_exported(tmp_path, bpe_tokenizer, arch, kind):
     """512 held-out positions, past the original context of 64/128: wrong frequencies show up as KL."""

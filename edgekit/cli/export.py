@@ -51,7 +51,8 @@ def export(
         raise typer.BadParameter(f"unknown format {fmt!r}; use gguf or onnx", param_hint="--format")
     profile = load_target(target) if target else None
     overrides = _overrides(tensor_type, profile)
-    model = Path(resolve_teacher(model).path)
+    ref = resolve_teacher(model)
+    model = Path(ref.path)
     levels = _split(quant) if quant else (profile.ladder(fmt) if profile else [])
     levels = levels or (["F16"] if fmt == "gguf" else ["fp32"])
     if fmt == "gguf":
@@ -64,6 +65,7 @@ def export(
             model,
             out,
             levels,
+            name=ref.name,  # "edgekit-demo-llama" for the demo, else the folder's name
             imatrix=None if imatrix == "none" else imatrix,
             calibration_ids=calib,
             calibration_source=str(calibration) if calibration else None,

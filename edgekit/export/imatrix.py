@@ -58,6 +58,7 @@ def save_imatrix_file(path, values: dict[str, np.ndarray], info: dict) -> None:
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in values.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
+        tmp.chmod(0o644)  # readable like the GGUF files beside it
 
 
 def load_imatrix_file(path) -> tuple[dict[str, np.ndarray], dict]:
