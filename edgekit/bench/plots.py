@@ -91,8 +91,13 @@ def level_bars(measured: list[dict[str, Any]], budget_mib: float | None) -> str 
     title = "peak RSS" + (f" (budget {budget_mib:,.0f} MiB)" if budget_mib else "")
     axes[1].set(title=title, ylabel="MiB")
     if panels == 3:
+        from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
         axes[2].bar(names, [_kl(r) or 0 for r in measured], color="#7a5cb8")
         axes[2].set(title="quality loss", ylabel="mean KL vs fp (nats/token)", yscale="log")
+        axes[2].yaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # labels at 1 and 3 of each decade
+        axes[2].yaxis.set_major_formatter(FormatStrFormatter("%.0e"))
+        axes[2].yaxis.set_minor_formatter(NullFormatter())
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
         ax.tick_params(axis="x", labelsize=9)

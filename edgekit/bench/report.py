@@ -53,7 +53,7 @@ def speed_columns(results: dict[str, Any]) -> list[Column]:
         )
     columns += [
         ("decode (tok/s, p10–p90)", lambda r: _spread(r["decode_tokens_per_s"])),
-        ("roofline", lambda r: _fmt(r.get("roofline_fraction"), ".0%")),
+        ("roofline fraction", lambda r: _fmt(r.get("roofline_fraction"), ".0%")),
     ]
     if any(r.get("gpu_memory_bytes") is not None for r in measured):
         columns.append(("GPU memory (MiB)", lambda r: _fmt((r.get("gpu_memory_bytes") or 0) / MiB, ",.0f")))
@@ -76,6 +76,12 @@ QUALITY_COLUMNS: list[Column] = [
     ("KL vs teacher (nats/tok)", lambda r: _compare(r, "vs_teacher", "mean_kl", ".2e")),
     ("top-1 vs teacher", lambda r: _compare(r, "vs_teacher", "top1", ".3f")),
 ]
+
+
+def quality_columns(results: dict[str, Any]) -> list[Column]:
+    """QUALITY_COLUMNS less those no artifact has a value for (no teacher given: no teacher columns)."""
+    measured = [r for r in results["results"] if not r.get("error")]
+    return [(h, c) for i, (h, c) in enumerate(QUALITY_COLUMNS) if i == 0 or any(c(r) != "–" for r in measured)]
 
 
 def _setting(results: dict[str, Any]) -> str:
@@ -133,7 +139,7 @@ def markdown(results: dict[str, Any]) -> str:
     if rec:
         lines += [f"**{rec[0]}.** {rec[1]}", ""]
     measured = [r for r in results["results"] if not r.get("error")]
-    for title, columns in (("Speed and memory", speed_columns(results)), ("Quality", QUALITY_COLUMNS)):
+    for title, columns in (("Speed and memory", speed_columns(results)), ("Quality", quality_columns(results))):
         lines += [f"## {title}", "", "| " + " | ".join(h for h, _ in columns) + " |"]
         lines.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(columns))) + "|")
         lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in measured]
@@ -180,7 +186,7 @@ def html_page(results: dict[str, Any]) -> str:
     measured = [r for r in results["results"] if not r.get("error")]
     best = rec_dict.get("quant")
     body += ["<h2>Speed and memory</h2>", _html_table(speed_columns(results), measured, best)]
-    body += ["<h2>Quality</h2>", _html_table(QUALITY_COLUMNS, measured, best)]
+    body += ["<h2>Quality</h2>", _html_table(quality_columns(results), measured, best)]
     failed = [r for r in results["results"] if r.get("error")]
     if failed:
         items = "".join(f"<li><b>{esc(Path(r['artifact']).name)}</b>: {esc(r['error'])}</li>" for r in failed)

@@ -116,7 +116,7 @@ def _summary(results: dict) -> None:
             table.add_row(r.get("quant") or Path(r["artifact"]).name, f"[red]{r['error']}[/]")
             continue
         cells = [speed[h](r) for h in ("level", "file (MiB)", "peak RSS (MiB)", "decode (tok/s, p10–p90)")]
-        table.add_row(*cells, kl(r), speed["roofline"](r))
+        table.add_row(*cells, kl(r), speed["roofline fraction"](r))
     console.print(table)
     rec = results.get("recommendation")
     if rec:
