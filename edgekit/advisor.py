@@ -167,7 +167,8 @@ def _allowed(levels: list[LevelPlan], quality_budget: str) -> list[LevelPlan]:
 
 def _quantize_option(lv: LevelPlan, target: TargetProfile, ok: bool) -> Option:
     floor = target.budget.min_decode_tokens_per_s
-    speed = f"{lv.decode_tokens_per_s:,.1f} tokens/s ({lv.basis})"
+    how = {"measured size": "predicted from the measured size"}.get(lv.basis, lv.basis)
+    speed = f"{lv.decode_tokens_per_s:,.1f} tokens/s ({how})"
     memory = f"{lv.total_bytes / 2**20:,.0f} of {lv.budget_bytes / 2**20:,.0f} MiB"
     if ok:
         reason = (

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
@@ -148,11 +149,18 @@ def _print(profile, model: str, advice, context: int) -> None:
     b = profile.budget
     params = advice.levels[0].params if advice.levels else 0
     measured = advice.basis == "measured"
+    bases = {lv.basis for lv in advice.levels}
+    if "measured" in bases:
+        speed_note = "tokens/s measured on the device where basis says measured, else a roofline prediction"
+    elif measured:
+        speed_note = "tokens/s is a roofline prediction (from the measured size where basis says so)"
+    else:
+        speed_note = "tokens/s is a roofline prediction"
     table = Table(
         title=f"{model} ({params / 1e6:,.1f}M parameters) on {profile.name}",
-        caption=f"budget {b.memory_mb:,.0f} MiB, at least {b.min_decode_tokens_per_s:g} tokens/s, "
-        f"{profile.hardware.memory_bandwidth_gbs:g} GB/s, context {context:,}; "
-        + ("speeds measured where the basis says so" if measured else "tokens/s is a roofline prediction"),
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
     )
     columns = ["level", "file MiB", "KV MiB", "total MiB", "fits", "tokens/s", "meets"] + (
         ["basis"] if measured else []
@@ -171,6 +179,11 @@ def _print(profile, model: str, advice, context: int) -> None:
         ]
         table.add_row(*row, *([lv.basis] if measured else []))
     console.print(table)
+    limits = (
+        f"budget {b.memory_mb:,.0f} MiB, at least {b.min_decode_tokens_per_s:g} tokens/s, "
+        f"{profile.hardware.memory_bandwidth_gbs:g} GB/s, context {context:,}; {speed_note}"
+    )
+    console.print(Padding(Text(limits), (0, 0, 1, 1)))
     console.print(f"[bold]strategy: {advice.choice}[/]")
     for i, option in enumerate(advice.options):
         _print_option(option, recommended=i == 0 and advice.choice != "none")
