@@ -105,6 +105,7 @@ def max_params(config, target: TargetProfile, level: str, context: int | None = 
 
 
 def check_quality_budget(quality_budget: str) -> None:
+    """``ConfigError`` naming --quality-budget when it is not one of QUALITY_LEVELS."""
     if quality_budget not in QUALITY_LEVELS:
         message = f"unknown quality budget {quality_budget!r}; choose from {', '.join(QUALITY_LEVELS)}"
         raise ConfigError([Problem("--quality-budget", "", message)])

@@ -30,16 +30,16 @@ def _config(model: str, trust_remote_code: bool):
 
 def _check_options(quality_budget, gpu, context, tokens, topk, compute_budget) -> str:
     """Every bad option at once (ConfigError); returns the canonical GPU class name."""
-    from edgekit.advisor import QUALITY_LEVELS
-    from edgekit.costs import GPU_TFLOPS
+    from edgekit.advisor import check_quality_budget
+    from edgekit.costs import gpu_class
     from edgekit.errors import ConfigError, Problem
 
     problems = []
-    if quality_budget not in QUALITY_LEVELS:
-        problems.append(Problem("--quality-budget", "", f"{quality_budget!r}; choose from {', '.join(QUALITY_LEVELS)}"))
-    canonical = gpu.upper().replace(" ", "").replace("-", "").replace("_", "")
-    if canonical not in GPU_TFLOPS:
-        problems.append(Problem("--gpu", "", f"unknown GPU class {gpu!r}; known: {', '.join(GPU_TFLOPS)}"))
+    for check, value in ((check_quality_budget, quality_budget), (gpu_class, gpu)):
+        try:
+            check(value)
+        except ConfigError as exc:
+            problems += exc.problems
     for name, value, minimum in (("--context", context, 1), ("--tokens", tokens, 1), ("--topk", topk, 1)):
         if value is not None and value < minimum:
             problems.append(Problem(name, "", f"{value:g} must be at least {minimum}"))
@@ -47,7 +47,7 @@ def _check_options(quality_budget, gpu, context, tokens, topk, compute_budget) -
         problems.append(Problem("--compute-budget", "", f"{compute_budget:g} GPU-hours must not be negative"))
     if problems:
         raise ConfigError(problems)
-    return canonical
+    return gpu_class(gpu)
 
 
 def plan(
