@@ -137,6 +137,7 @@ def _run_stages(
             "imatrix": imatrix,
             "data": data.model_dump(),
             "calibration": config.export.calibration_sequences,
+            "keep_output_tensor": profile.export.keep_output_tensor,
         },
         lambda o, s: stages.run_export(
             o,
@@ -148,6 +149,7 @@ def _run_stages(
             progress,
             name=_file_stem(ref.name),
             provenance={"teacher": ref.source},
+            keep_output_tensor=profile.export.keep_output_tensor,
         ),
     )
     artifacts = e.summary["artifacts"]

@@ -168,8 +168,12 @@ def run_export(
     progress: bool,
     name: str = "model",
     provenance: dict[str, str] | None = None,
+    keep_output_tensor: str | None = None,
 ) -> dict[str, Any]:
     """Export every planned level; GGUF K-quants use an importance matrix from calibration text.
+
+    ``keep_output_tensor`` (the profile's, e.g. "Q8_0") stores the output and embedding matrices no
+    lower than that type at every quantized level.
 
     ``name`` names the files (``<name>-Q4_K_M.gguf``); ``provenance`` is written into them in place
     of this machine's work path, so that a build's artifacts depend only on its inputs.
@@ -179,6 +183,7 @@ def run_export(
     artifacts: list[dict[str, Any]] = []
     if plan.get("gguf"):
         from edgekit.export.gguf import export_gguf
+        from edgekit.export.quantize import keep_output_overrides
 
         calibration = load_corpus(load_tokenizer(model_path), data).calibration(calibration_sequences)
         paths = export_gguf(
@@ -189,6 +194,7 @@ def run_export(
             calibration_ids=calibration,
             name=name,
             provenance=provenance,
+            type_overrides=keep_output_overrides(keep_output_tensor),
             progress=progress,
         )
         artifacts += [_artifact_entry(out, p, "gguf", q) for p, q in zip(paths, plan["gguf"], strict=True)]
