@@ -40,7 +40,8 @@ def tiny_gguf(tmp_path_factory, tiny_model) -> Path:
 def small_suite(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("suite") / "small.toml"
     path.write_text(
-        'name = "small"\nprompt_lengths = [16, 64]\nnew_tokens = 12\nrepeats = 3\nwarmup = 1\nquality_tokens = 64\n'
+        'name = "small"\nprompt_lengths = [16, 64]\nnew_tokens = 12\nrepeats = 2\nwarmup = 1\nrounds = 2\n'
+        "quality_tokens = 64\n"
     )
     return path
 
@@ -112,6 +113,8 @@ def test_results_file_validates_against_the_versioned_schema(suite_results, tmp_
     results, out = suite_results
     assert json.loads((out / "results.json").read_text())["schema_version"] == 1
     validate_results(results)
+    (r,) = results["results"]
+    assert r["rounds"] == 2 and r["decode_tokens_per_s"]["n"] == 4 and len(r["runs"]["decode_tokens_per_s"]) == 2
     path = tmp_path / "results.json"
     path.write_text(json.dumps({**results, "schema_version": 99}))
     with pytest.raises(InputError, match="schema_version 99"):
@@ -207,3 +210,56 @@ def test_bench_cli_gpu_without_cuda_exits_4_with_one_line(tiny_gguf, small_suite
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 4 and len(lines) == 1 and "CUDA" in lines[0], proc.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def _round(decode: list[float], rss: int, fits: bool = True) -> dict:
+    s = summarize(decode)
+    return {
+        "artifact": "m.gguf",
+        "load_time_s": s,
+        "ttft_s": s,
+        "decode_tokens_per_s": s,
+        "prefill_tokens_per_s": {"128": s},
+        "peak_rss_bytes": rss,
+        "os_max_rss_bytes": rss,
+        "fits": fits,
+        "runs": {
+            "load_time_s": [0.1] * len(decode),
+            "ttft_s": [0.01] * len(decode),
+            "prefill_tokens_per_s": {"128": decode},
+            "decode_tokens_per_s": decode,
+            "decode_tokens": [128] * len(decode),
+        },
+    }
+
+
+def test_pooled_rounds_summarize_every_kept_run_and_keep_the_largest_memory():
+    from edgekit.bench.stats import pool_rounds
+
+    pooled = pool_rounds([_round([10, 11], 100), _round([20, 21], 300), _round([12, 13], 200, fits=False)])
+    assert pooled["decode_tokens_per_s"]["n"] == 6 and pooled["decode_tokens_per_s"]["median"] == 12.5
+    assert pooled["decode_tokens_per_s"]["max"] == 21 and pooled["prefill_tokens_per_s"]["128"]["min"] == 10
+    assert pooled["peak_rss_bytes"] == 300 and pooled["fits"] is False and pooled["rounds"] == 3
+    assert pooled["runs"]["decode_tokens_per_s"] == [[10, 11], [20, 21], [12, 13]]
+    failure = {"artifact": "m.gguf", "error": "killed", "fits": False}
+    assert pool_rounds([_round([10], 100), failure]) is failure
+
+
+def test_rounds_alternate_between_artifacts_when_a_suite_has_several(tiny_gguf, small_suite, tmp_path, monkeypatch):
+    import shutil
+
+    import edgekit.bench.harness as harness
+
+    other = tmp_path / "other.gguf"
+    shutil.copy(tiny_gguf, other)
+    order = []
+
+    def fake_run_local(spec, **_):
+        order.append(Path(spec["artifact"]).name)
+        return {**_round([10.0, 12.0], 100), "artifact": spec["artifact"], "quant": "Q8_0", "decode_tokens": 12,
+                "prompt_tokens": {"16": 16, "64": 64}}  # fmt: skip
+
+    monkeypatch.setattr(harness, "run_local", fake_run_local)
+    results = harness.run_suite([tiny_gguf, other], small_suite)
+    assert order == [tiny_gguf.name, "other.gguf", tiny_gguf.name, "other.gguf"]
+    assert all(r["rounds"] == 2 and r["decode_tokens_per_s"]["n"] == 4 for r in results["results"])

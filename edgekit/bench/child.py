@@ -11,6 +11,7 @@ Spec keys: ``artifact``, ``backend`` ("auto"), ``options`` (backend keyword argu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import sys
@@ -40,15 +41,23 @@ def _open(spec: dict[str, Any]):
     return open_backend(spec["artifact"], spec.get("backend", "auto"), **spec.get("options", {}))
 
 
-def _load(spec: dict[str, Any], gpu: GpuPeak | None) -> tuple[Any, list[float]]:
+def _timed(mem: PeakMemory, keep: bool):
+    """Kept (timed) runs pause background RSS sampling; warm-up runs, the same work, are sampled."""
+    return mem.paused() if keep else contextlib.nullcontext()
+
+
+def _load(spec: dict[str, Any], mem: PeakMemory, gpu: GpuPeak | None) -> tuple[Any, list[float]]:
     """Open the artifact ``warmup + repeats`` times (closing all but the last); kept load times in s."""
     times = []
     runs = spec["warmup"] + spec["repeats"]
     for rep in range(runs):
-        t0 = time.perf_counter()
-        backend = _open(spec)
-        if rep >= spec["warmup"]:
-            times.append(time.perf_counter() - t0)
+        keep = rep >= spec["warmup"]
+        with _timed(mem, keep):
+            t0 = time.perf_counter()
+            backend = _open(spec)
+            elapsed = time.perf_counter() - t0
+        if keep:
+            times.append(elapsed)
         if gpu:
             gpu.sample()
         if rep < runs - 1:
@@ -79,7 +88,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Load time, peak memory, TTFT, prefill and decode speed of one artifact, over warm-up + repeats."""
     gpu = GpuPeak() if spec.get("gpu") else None
     with PeakMemory() as mem:
-        backend, load_times = _load(spec, gpu)
+        backend, load_times = _load(spec, mem, gpu)
         n_ctx = backend.info.n_ctx
         # a prompt plus the generated tokens must fit the loaded context; the used length is recorded
         used = {str(L): min(L, n_ctx - spec["new_tokens"] - 1) for L in spec["prompt_lengths"]}
@@ -90,10 +99,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         for rep in range(spec["warmup"] + spec["repeats"]):
             keep = rep >= spec["warmup"]
             for key, ids in prompts.items():
-                rate = _time_prefill(backend, ids)
+                with _timed(mem, keep):
+                    rate = _time_prefill(backend, ids)
                 if keep:
                     prefill[key].append(rate)
-            first_s, rate, count = _time_generate(backend, first, spec["new_tokens"])
+            with _timed(mem, keep):
+                first_s, rate, count = _time_generate(backend, first, spec["new_tokens"])
             if keep:
                 ttft.append(first_s)
                 produced.append(count)
@@ -121,6 +132,13 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "decode_tokens_per_s": summarize(decode),
         "decode_tokens": int(statistics.median(produced)) if produced else 0,
         "decode_tokens_requested": spec["new_tokens"],
+        "runs": {  # the kept values themselves, so the harness can pool rounds of fresh processes
+            "load_time_s": load_times,
+            "ttft_s": ttft,
+            "prefill_tokens_per_s": prefill,
+            "decode_tokens_per_s": decode,
+            "decode_tokens": produced,
+        },
     }
     if gpu:
         result["gpu_memory_bytes"] = gpu.peak_bytes if gpu.available else None

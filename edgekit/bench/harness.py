@@ -17,6 +17,7 @@ from edgekit.bench.gpu import backend_options, check_gpu
 from edgekit.bench.quality import measure_quality
 from edgekit.bench.runners import Remote, run_local
 from edgekit.bench.schema import RESULTS_SCHEMA
+from edgekit.bench.stats import pool_rounds
 from edgekit.bench.suites import load_suite
 from edgekit.fileio import write_json_atomic
 from edgekit.targets import TargetProfile
@@ -121,9 +122,8 @@ def run_suite(
     )
     if remote:
         host["remote_bandwidth_gbs"] = target.hardware.memory_bandwidth_gbs if target else None
-    results = []
-    for artifact in artifacts:
-        spec = {
+    specs = [
+        {
             "artifact": str(artifact),
             "options": backend_options(artifact, threads, gpu),
             "prompt_lengths": spec_suite.prompt_lengths,
@@ -132,7 +132,17 @@ def run_suite(
             "warmup": spec_suite.warmup,
             "gpu": gpu,
         }
-        r = remote.run(spec) if remote else run_local(spec, **limits)
+        for artifact in artifacts
+    ]
+    rounds: list[list[dict[str, Any]]] = [[] for _ in specs]
+    for _ in range(spec_suite.rounds):  # interleaved: a slow spell of the machine hits every artifact alike
+        for spec, done in zip(specs, rounds, strict=True):
+            if done and done[-1].get("error"):
+                continue  # it failed (or did not fit) once; it will again
+            done.append(remote.run(spec) if remote else run_local(spec, **limits))
+    results = []
+    for artifact, done in zip(artifacts, rounds, strict=True):
+        r = pool_rounds(done)
         if not r.get("error"):
             _roofline(r, host, reference_model, target, gpu, remote is not None)
             r["quality"] = measure_quality(artifact, reference_model, teacher_model, spec_suite.quality_tokens)

@@ -83,6 +83,8 @@ class Measurement(_Strict):
     fits: bool
     fit_note: str | None = None
     host: str | None = None  # set by the SSH runner
+    rounds: int  # fresh child processes pooled into the summaries
+    runs: dict[str, Any]  # the kept values per round: {metric: [[round 1 values], [round 2 values], ...]}
 
 
 class Failure(_Strict):

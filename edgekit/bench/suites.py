@@ -22,6 +22,7 @@ class Suite(BaseModel):
     new_tokens: PositiveInt
     repeats: PositiveInt
     warmup: Annotated[int, Field(ge=0)] = 1
+    rounds: PositiveInt = 1  # fresh child processes per artifact, interleaved across artifacts
     quality_tokens: Annotated[int, Field(ge=0)] = 1024  # held-out tokens for ppl / KL / top-1 (0: skip)
     export_ladder: bool = False  # export the target's ladder first (quant-sweep)
 
