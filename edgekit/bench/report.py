@@ -116,11 +116,12 @@ def _model_name(results: dict[str, Any]) -> str:
 
 
 NOTE = (
-    "Medians over the suite's repeats after warm-up runs were discarded; p10–p90 is the spread between runs. "
-    "Peak RSS is sampled in an isolated child process. Roofline: measured decode speed as a fraction of host "
-    "bandwidth ÷ bytes read per token. Predicted on the target: the target's bandwidth ÷ bytes read per token "
-    "at its full context (an upper bound, not a measurement). KL in nats per token on held-out text; vs fp = "
-    "against the unquantized model, vs teacher = against the model it was distilled from."
+    "Medians over every kept run (the suite's rounds of fresh processes × its repeats; warm-up runs are "
+    "discarded); p10–p90 is the spread between runs. Peak RSS is sampled in an isolated child process. "
+    "Roofline: measured decode speed as a fraction of host bandwidth ÷ bytes read per token. Predicted on "
+    "the target: the target's bandwidth ÷ bytes read per token at its full context (an upper bound, not a "
+    "measurement). KL in nats per token on held-out text; vs fp = against the unquantized model, vs teacher "
+    "= against the model it was distilled from."
 )
 
 
