@@ -7,7 +7,8 @@ As a script (prints a table; exports the demo teacher, or a tiny model with ``--
     python bench/bench_runtime_onnx.py [--tiny] [--tokens 64] [--threads 2] [--repeats 3]
 As pytest-benchmark (``pytest bench/bench_runtime_onnx.py --benchmark-enable -s``): times both loops
 and checks the ratio from interleaved rounds. Model: the demo teacher, or a tiny random Llama with
-``EDGEKIT_BENCH_TINY=1``; threads: ``$EDGEKIT_BENCH_THREADS`` (default 2).
+``EDGEKIT_BENCH_TINY=1``; threads: ``$EDGEKIT_BENCH_THREADS`` (default 2); rounds of the ratio test:
+``$EDGEKIT_BENCH_ROUNDS`` (default 6, order flipped every round).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 PROMPT = "def read_config(path):\n    "
 THREADS = int(os.environ.get("EDGEKIT_BENCH_THREADS", "2"))
 TARGET_RATIO = 1.0
+ROUNDS = int(os.environ.get("EDGEKIT_BENCH_ROUNDS", "6"))  # interleaved rounds of the ratio test
 
 
 def export_model(tiny: bool, out: Path) -> Path:
@@ -113,8 +115,9 @@ def test_bench_onnx_decode_32_tokens(benchmark, runners, impl):
 def test_edgekit_onnx_decode_is_at_least_optimum(runners, record_property):
     """Interleaved rounds (best of each) of both loops; edgekit must decode at least as fast."""
     rates: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(3):
-        for name, run in runners.items():
+    for round_no in range(ROUNDS):
+        order = list(runners.items())
+        for name, run in order if round_no % 2 else reversed(order):
             rates[name].append(decode_rate(run, 64, repeats=2))
     best = {name: max(values) for name, values in rates.items()}
     ratio = best["edgekit"] / best["optimum"]
