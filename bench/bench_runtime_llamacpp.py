@@ -120,7 +120,7 @@ def backend_rate(model) -> float:
 
 @pytest.fixture(scope="module")
 def direct_logits_all(gguf_path):
-    """llama-cpp-python with ``logits_all=True``, as LlamaCppBackend builds it (for ``logits()``)."""
+    """llama-cpp-python with ``logits_all=True`` (how LlamaCppBackend used to open it), to show what that costs."""
     from llama_cpp import Llama
 
     llm = Llama(str(gguf_path), n_threads=THREADS, n_ctx=N_CTX, n_gpu_layers=0, verbose=False, logits_all=True)
