@@ -17,7 +17,7 @@ from edgekit.bench import recommend
 from edgekit.bench.memory import PeakMemory
 from edgekit.bench.runners import run_local, run_ssh
 from edgekit.bench.suites import list_suites, load_suite
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, InputError
 from edgekit.targets import load_target
 
 MiB = 2**20
@@ -234,3 +234,19 @@ def test_paused_sampler_misses_a_transient_but_sees_what_is_kept_at_the_edge():
         del kept
     assert transient < 50 * MiB, transient / MiB  # VmHWM is the cross-check for spikes like this
     assert retained >= 190 * MiB, retained / MiB
+
+
+def test_target_suite_takes_the_profiles_bench_settings_and_needs_a_target():
+    from edgekit.targets import load_target
+
+    profile = load_target("raspberry-pi-5")
+    suite = load_suite("target", profile)
+    assert suite.prompt_lengths == profile.bench.prompt_lengths
+    assert (suite.new_tokens, suite.repeats, suite.warmup) == (
+        profile.bench.new_tokens,
+        profile.bench.repeats,
+        profile.bench.warmup,
+    )
+    assert suite.name == "target:raspberry-pi-5"
+    with pytest.raises(InputError, match="--target"):
+        load_suite("target")

@@ -106,7 +106,7 @@ def run_suite(
     ``remote`` measures on a real device over SSH instead (quality is still computed here: it does
     not depend on the device); its roofline fraction uses the target's nominal bandwidth.
     """
-    spec_suite = load_suite(suite)
+    spec_suite = load_suite(suite, target)
     if gpu and not remote:  # a device over SSH has its own CUDA, or says so in its result
         check_gpu(artifacts)
     host = host_info(gpu and not remote)

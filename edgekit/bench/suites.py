@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekit.errors import ConfigError, InputError, Problem
+
+if TYPE_CHECKING:
+    from edgekit.targets import TargetProfile
+
+TARGET_SUITE = "target"  # the suite a target profile's [bench] section describes
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -35,13 +40,36 @@ def list_suites() -> list[str]:
     return sorted(p.stem for p in suites_dir().glob("*.toml"))
 
 
-def load_suite(name_or_path: str | Path) -> Suite:
-    """A suite by name ("quick") or path; every problem reported at once with file and key."""
+def target_suite(target: TargetProfile) -> Suite:
+    """The device's own measurement settings (its profile's ``[bench]``), one process per artifact."""
+    b = target.bench
+    return Suite(
+        name=f"{TARGET_SUITE}:{target.name}",
+        description=f"the [bench] settings of the {target.name} profile",
+        prompt_lengths=b.prompt_lengths,
+        new_tokens=b.new_tokens,
+        repeats=b.repeats,
+        warmup=b.warmup,
+    )
+
+
+def load_suite(name_or_path: str | Path, target: TargetProfile | None = None) -> Suite:
+    """A suite by name ("quick") or path; every problem reported at once with file and key.
+
+    The name ``target`` takes the settings from ``target``'s profile (its ``[bench]`` section).
+    """
+    if str(name_or_path) == TARGET_SUITE:
+        if target is None:
+            raise InputError(
+                f"--suite {TARGET_SUITE}", "this suite takes its settings from a target profile: give --target"
+            )
+        return target_suite(target)
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = suites_dir() / f"{name_or_path}.toml"
     if not path.is_file():
-        raise InputError(name_or_path, f"no such suite; shipped suites: {', '.join(list_suites())}")
+        shipped = ", ".join([*list_suites(), TARGET_SUITE])
+        raise InputError(name_or_path, f"no such suite; shipped suites: {shipped}")
     try:
         return Suite.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
     except tomllib.TOMLDecodeError as exc:

@@ -12,7 +12,12 @@ console = Console()
 
 def bench(
     artifacts: list[Path] = typer.Argument(None, help="GGUF files or ONNX folders to measure."),
-    suite: str = typer.Option("quick", "--suite", "-s", help="quick | full | quant-sweep, or a suite .toml."),
+    suite: str = typer.Option(
+        "quick",
+        "--suite",
+        "-s",
+        help="quick | full | quant-sweep | target (the --target profile's [bench] settings), or a suite .toml.",
+    ),
     target: str = typer.Option(None, "--target", "-t", help="Target profile: threads, memory budget, speed floor."),
     model: str = typer.Option(
         None,
@@ -58,7 +63,7 @@ def bench(
     profile = load_target(target) if target else None
     model = resolve_teacher(model).path if model else None
     teacher = resolve_teacher(teacher).path if teacher else None
-    spec = load_suite(suite)
+    spec = load_suite(suite, profile)
     paths = list(artifacts or [])
     if spec.export_ladder:
         if profile is None or model is None:
