@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import published_configs as published
 import pytest
 import torch
+from published_configs import hf_config
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from edgekit.advisor import PRUNE_LIMIT, CostSettings, advise, max_params
@@ -28,34 +30,8 @@ def _llama(layers: int, hidden: int = 2048, inter: int = 5632, vocab: int = 3200
     )
 
 
-# Published hyper-parameters (the models' config.json files) and parameter totals (their safetensors)
-LLAMA_32_1B = LlamaConfig(
-    hidden_size=2048,
-    intermediate_size=8192,
-    num_hidden_layers=16,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    head_dim=64,
-    vocab_size=128256,
-    tie_word_embeddings=True,
-)
-LLAMA_31_8B = LlamaConfig(
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    vocab_size=128256,
-    tie_word_embeddings=False,
-)
-QWEN_25_05B = Qwen2Config(
-    hidden_size=896,
-    intermediate_size=4864,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    vocab_size=151936,
-    tie_word_embeddings=True,
+LLAMA_32_1B, LLAMA_31_8B, QWEN_25_05B = (
+    hf_config(c) for c in (published.LLAMA_32_1B, published.LLAMA_31_8B, published.QWEN_25_05B)
 )
 
 

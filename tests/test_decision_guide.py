@@ -7,6 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
+import published_configs as published
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -16,39 +17,10 @@ from edgekit.advisor import QUALITY_BANDS, QUANT_PPL_DELTA
 DOC = Path(__file__).resolve().parents[1] / "docs" / "decision-guide.md"
 CUT = "[... "  # the guide shortens one output with a line starting like this
 
-_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "rms_norm_eps": 1e-05, "rope_theta": 500000.0}
 CONFIGS = {  # the published hyper-parameters the guide says it used
-    "llama32-1b": {
-        **_LLAMA,
-        "hidden_size": 2048,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 16,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "head_dim": 64,
-        "vocab_size": 128256,
-        "tie_word_embeddings": True,
-    },
-    "llama31-8b": {
-        **_LLAMA,
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "vocab_size": 128256,
-        "tie_word_embeddings": False,
-    },
-    "llama31-70b": {
-        **_LLAMA,
-        "hidden_size": 8192,
-        "intermediate_size": 28672,
-        "num_hidden_layers": 80,
-        "num_attention_heads": 64,
-        "num_key_value_heads": 8,
-        "vocab_size": 128256,
-        "tie_word_embeddings": False,
-    },
+    "llama32-1b": published.LLAMA_32_1B,
+    "llama31-8b": published.LLAMA_31_8B,
+    "llama31-70b": published.LLAMA_31_70B,
 }
 
 

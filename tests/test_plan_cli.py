@@ -9,24 +9,12 @@ import sys
 from pathlib import Path
 
 import typer
+from published_configs import LLAMA_31_8B, hf_config
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 
-LLAMA_8B = {  # Llama-3.1-8B's published config.json, the fields plan reads
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-    "tie_word_embeddings": False,
-    "max_position_embeddings": 131072,
-    "rope_theta": 500000.0,
-    "rms_norm_eps": 1e-05,
-}
+LLAMA_8B = {**LLAMA_31_8B, "max_position_embeddings": 131072}  # Llama-3.1-8B as published
 
 LEVEL_KEYS = {
     "level",
@@ -181,9 +169,8 @@ def test_plan_loads_configs_without_remote_code_unless_asked(tmp_path, monkeypat
 
     def fake_load_config(name, trust_remote_code=False):
         seen.append(trust_remote_code)
-        from transformers import LlamaConfig
 
-        return LlamaConfig(**{k: v for k, v in LLAMA_8B.items() if k not in ("architectures", "model_type")})
+        return hf_config(LLAMA_8B)
 
     monkeypatch.setattr(edgekit.models, "load_config", fake_load_config)
     app = typer.Typer()
