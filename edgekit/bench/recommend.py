@@ -68,7 +68,9 @@ def recommend(results: dict[str, Any], target: TargetProfile, on_device: bool = 
     else:
         kl = f"mean KL {_loss(best):.2e} nats/token vs the fp model"
         why = f"{best['quant']} has the least quality loss ({kl}) of the levels {within}"
-    reason = f"{why}: it needs {memory / 2**20:,.0f} MiB and decodes {speed:,.1f} tokens/s, {how}"
+    # A roofline figure is an upper bound (every weight read once per token at full bandwidth).
+    pace = f"decodes {speed:,.0f}" if on_device else f"decodes at most about {speed:,.0f}"
+    reason = f"{why}: it needs {memory / 2**20:,.0f} MiB and {pace} tokens/s, {how}"
     return {
         "artifact": best.get("bundle_path", best["artifact"]),
         "quant": best["quant"],
