@@ -197,6 +197,8 @@ def test_bundle_loads_its_recommended_artifact_and_inspect_names_it(tiny_build, 
     )
     assert shown.returncode == 0, shown.stderr
     assert f"recommended {recommended}" in shown.stdout and "tiny-board" in shown.stdout
+    level = result.manifest["recommended"]["quant"]
+    assert f"{level} ★" in shown.stdout  # the table marks the recommended row by its level
 
 
 def _build_cmd(target: Path, config: Path, out: Path) -> list[str]:

@@ -80,13 +80,16 @@ def inspect(
         f"[bold]{bundle}[/]  target {manifest['target']}  teacher {teacher['source']}  "
         f"student {manifest['student']['parameters']:,} parameters"
     )
-    table = Table(title="artifacts")
-    for col in ("artifact", "size (MiB)", "mean KL", "top-1", "verified", "decode tok/s", "peak RSS (MiB)"):
-        table.add_column(col, justify="right" if col != "artifact" else "left")
+    table = Table(title="artifacts (★ recommended; paths in manifest.json)")
+    table.add_column("level", no_wrap=True)
+    for col in ("size (MiB)", "mean KL", "top-1", "verified", "decode tok/s", "peak RSS (MiB)"):
+        table.add_column(col, justify="right")
+    recommended = manifest["recommended"].get("artifact")
     for a in manifest["artifacts"]:
         v, b = a.get("verification", {}), a.get("bench") or {}
+        star = " ★" if a["path"] == recommended else ""
         table.add_row(
-            a["path"],
+            f"{a['format']} {a['quant']}{star}",
             f"{a['file_size_bytes'] / 2**20:.2f}",
             f"{v.get('mean_kl', float('nan')):.2e}",
             f"{v.get('top1', float('nan')):.3f}",
