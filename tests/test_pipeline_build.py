@@ -91,7 +91,7 @@ def tiny_build(tmp_path, tiny_llama_dir):
 
 
 # Files whose bytes depend only on the build's inputs (reports and results hold measured timings;
-# sidecars name the work folder the model came from).
+# sidecars hold verification figures).
 def _reproducible_hashes(bundle: Path) -> dict[str, str]:
     files = read_manifest(bundle)["files"]
     keep = (".gguf", "target.toml")
@@ -176,6 +176,10 @@ def test_second_build_skips_every_stage_and_bundle_lists_every_file(tiny_build, 
     assert all(s["seconds"] > 0 for s in manifest["stages"])
     assert all(a["bench"]["decode_tokens_per_s"] > 0 for a in manifest["artifacts"])
     assert ".work" not in (second.bundle / "report.md").read_text(), "the report names the model, not a work path"
+    for sidecar in second.bundle.glob("gguf/*.gguf.json"):
+        shipped = json.loads(sidecar.read_text())
+        assert shipped["source_model"].startswith("stages/recover-"), "sidecars name no work folder of this machine"
+        assert shipped["verification"]["artifact"] == sidecar.name.removesuffix(".json")
     assert _reproducible_hashes(first.bundle) == _reproducible_hashes(second.bundle)
 
 

@@ -48,7 +48,7 @@ def write_bundle(
     with atomic_path(bundle) as tmp:
         tmp.mkdir()
         for entry in artifacts:
-            _copy_artifact(export_dir / entry["path"], tmp / entry["path"])
+            _copy_artifact(export_dir / entry["path"], tmp / entry["path"], work=export_dir.parent.parent)
         (tmp / "tokenizer").mkdir()
         for name in TOKENIZER_FILES:
             if (model_dir / name).is_file():
@@ -76,7 +76,7 @@ def write_bundle(
     return bundle
 
 
-def _copy_artifact(src: Path, dst: Path) -> None:
+def _copy_artifact(src: Path, dst: Path, work: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
         shutil.copytree(src, dst)
@@ -84,7 +84,22 @@ def _copy_artifact(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
     sidecar = src.with_name(src.name + ".json")
     if sidecar.is_file():
-        shutil.copy2(sidecar, dst.with_name(dst.name + ".json"))
+        write_json_atomic(dst.with_name(dst.name + ".json"), _portable_sidecar(read_json(sidecar), dst.name, work))
+
+
+def _portable_sidecar(data: dict[str, Any], artifact: str, work: Path) -> dict[str, Any]:
+    """The sidecar as the bundle ships it: no path of this machine's work folder.
+
+    The source model becomes its stage folder (``stages/recover-<key>/model``, the key the manifest
+    lists) and the verified artifact the file beside the sidecar; hashes say the rest.
+    """
+    data = dict(data)
+    source = Path(data["source_model"]).resolve() if data.get("source_model") else None
+    if source and source.is_relative_to(work.resolve()):  # a user's own model keeps its path
+        data["source_model"] = source.relative_to(work.resolve()).as_posix()
+    if isinstance(data.get("verification"), dict):
+        data["verification"] = {**data["verification"], "artifact": artifact}
+    return data
 
 
 def bench_summary(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
