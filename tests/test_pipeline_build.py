@@ -278,3 +278,20 @@ def test_build_killed_during_a_stage_then_resumed_equals_an_uninterrupted_one(re
     assert manifest["recommended"]["artifact"] in {a["path"] for a in manifest["artifacts"]}
     leftovers = list(out.rglob(".*.tmp"))
     assert not leftovers, f"half-written outputs left behind: {leftovers}"
+
+
+def test_bundle_rewrites_a_folder_artifacts_sidecar_without_work_paths_when_copying(tmp_path):
+    from edgekit.pipeline.bundle import _copy_artifact
+
+    work = tmp_path / ".work" / "m"
+    src = work / "stages" / "export-abc" / "onnx" / "onnx-int8"
+    src.mkdir(parents=True)
+    (src / "model.onnx").write_bytes(b"onnx")
+    model = work / "stages" / "recover-def" / "model"
+    sidecar = {"source_model": str(model), "verification": {"artifact": str(src), "passed": True}}
+    (src / "edgekit-artifact.json").write_text(json.dumps(sidecar))
+    _copy_artifact(src, tmp_path / "bundle" / "onnx" / "onnx-int8", work=work)
+    shipped = json.loads((tmp_path / "bundle" / "onnx" / "onnx-int8" / "edgekit-artifact.json").read_text())
+    assert shipped["source_model"] == "stages/recover-def/model"
+    assert shipped["verification"] == {"artifact": "onnx-int8", "passed": True}
+    assert json.loads((src / "edgekit-artifact.json").read_text()) == sidecar, "the work copy is left as it was"

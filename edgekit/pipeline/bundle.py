@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from edgekit.export.sidecar import sidecar_path
 from edgekit.fileio import atomic_path, read_json, remove_stale_temporaries, sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -80,11 +81,11 @@ def _copy_artifact(src: Path, dst: Path, work: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
         shutil.copytree(src, dst)
-        return
-    shutil.copy2(src, dst)
-    sidecar = src.with_name(src.name + ".json")
-    if sidecar.is_file():
-        write_json_atomic(dst.with_name(dst.name + ".json"), _portable_sidecar(read_json(sidecar), dst.name, work))
+    else:
+        shutil.copy2(src, dst)
+    sidecar = sidecar_path(src)
+    if sidecar.is_file():  # a folder's sidecar was copied with it and is rewritten in place
+        write_json_atomic(sidecar_path(dst), _portable_sidecar(read_json(sidecar), dst.name, work))
 
 
 def _portable_sidecar(data: dict[str, Any], artifact: str, work: Path) -> dict[str, Any]:
