@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InputError
-from edgekit.plan import LevelPlan
+from edgekit.plan import LevelPlan, roofline_tokens_per_s
 from edgekit.targets import TargetProfile
 
 
@@ -66,7 +66,8 @@ def _measured_level(lv: LevelPlan, r: dict[str, Any], target: TargetProfile, spe
         speed, basis = float(median), "measured"
     else:  # the bench's count of weight bytes one decode step reads (embeddings are looked up, not read)
         weights = int(r.get("weight_bytes_per_token") or file_bytes)
-        speed, basis = target.hardware.memory_bandwidth_gbs * 1e9 / (weights + lv.kv_bytes), "measured size"
+        speed = roofline_tokens_per_s(target.hardware.memory_bandwidth_gbs, weights + lv.kv_bytes)
+        basis = "measured size"
     return replace(
         lv,
         file_bytes=file_bytes,

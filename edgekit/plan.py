@@ -14,6 +14,12 @@ from typing import Any
 from edgekit.formats import level as level_info
 from edgekit.targets import TargetProfile
 
+
+def roofline_tokens_per_s(bandwidth_gbs: float, bytes_per_token: float) -> float:
+    """Upper bound on decode tokens/s when every token reads ``bytes_per_token`` bytes at full bandwidth."""
+    return bandwidth_gbs * 1e9 / bytes_per_token
+
+
 KV_BYTES_PER_VALUE = 2  # llama.cpp and ORT keep the KV cache in f16 by default
 RUNTIME_OVERHEAD_BYTES = 64 * 2**20  # llama.cpp context, graph and scratch buffers (measured ~40-80 MiB)
 COMPUTE_BATCH = 512  # tokens per prefill batch: sizes the logits/activation buffers
@@ -74,7 +80,7 @@ def plan_level(config, target: TargetProfile, level: str, context: int | None = 
     extra = overhead_bytes(config)
     total = file_bytes + kv + extra
     budget = int(target.budget.memory_mb * 2**20)
-    speed = target.hardware.memory_bandwidth_gbs * 1e9 / (file_bytes + kv)
+    speed = roofline_tokens_per_s(target.hardware.memory_bandwidth_gbs, file_bytes + kv)
     return LevelPlan(q.name, q.format, params, file_bytes, kv, extra, total, budget, total <= budget, speed)
 
 

@@ -41,11 +41,6 @@ def probe_bandwidth(mib: int = 256, threads: int | None = None, repeats: int = 5
     return best
 
 
-def roofline_tokens_per_s(bandwidth_gbs: float, bytes_per_token: float) -> float:
-    """Upper bound on decode tokens/s when every token reads ``bytes_per_token`` bytes."""
-    return bandwidth_gbs * 1e9 / bytes_per_token
-
-
 def weight_bytes_per_token(path: str | Path) -> int:
     """Bytes of weights one decode step reads from ``path``.
 

@@ -7,12 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from edgekit.bench.bandwidth import (
-    probe_bandwidth,
-    probe_gpu_bandwidth,
-    roofline_tokens_per_s,
-    weight_bytes_per_token,
-)
+from edgekit.bench.bandwidth import probe_bandwidth, probe_gpu_bandwidth, weight_bytes_per_token
 from edgekit.bench.gpu import backend_options, check_gpu
 from edgekit.bench.quality import measure_quality
 from edgekit.bench.runners import Remote, run_local
@@ -20,6 +15,7 @@ from edgekit.bench.schema import RESULTS_SCHEMA
 from edgekit.bench.stats import pool_rounds
 from edgekit.bench.suites import load_suite
 from edgekit.fileio import write_json_atomic
+from edgekit.plan import roofline_tokens_per_s
 from edgekit.targets import TargetProfile
 
 

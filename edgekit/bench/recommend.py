@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgekit.plan import RUNTIME_OVERHEAD_BYTES
+from edgekit.plan import RUNTIME_OVERHEAD_BYTES, roofline_tokens_per_s
 from edgekit.targets import TargetProfile
 
 
@@ -20,7 +20,7 @@ def predicted_speed(result: dict[str, Any], target: TargetProfile) -> float:
     """
     weights = result.get("weight_bytes_per_token") or result["file_size_bytes"]
     per_token = weights + (result.get("kv_bytes") or 0)
-    return target.hardware.memory_bandwidth_gbs * 1e9 / per_token
+    return roofline_tokens_per_s(target.hardware.memory_bandwidth_gbs, per_token)
 
 
 def predicted_memory(result: dict[str, Any]) -> int:
