@@ -104,3 +104,14 @@ def read_json(path: str | Path) -> Any:
         raise InputError(path, "file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(path, f"not valid JSON ({exc})") from None
+
+
+def package_data_dir(*parts: str) -> Path:
+    """A folder of data files shipped inside the ``edgekit`` package (profiles, suites).
+
+    Read through importlib.resources so that a wheel, a non-editable install and a source checkout
+    all find the same files; edgekit is never installed zipped, so the resource is a real folder.
+    """
+    from importlib.resources import files
+
+    return Path(str(files("edgekit").joinpath(*parts)))

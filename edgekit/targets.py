@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekit.errors import ConfigError, InputError, Problem
+from edgekit.fileio import package_data_dir
 from edgekit.formats import LEVELS, levels_for
 
 Positive = Annotated[float, Field(gt=0)]
@@ -135,9 +136,13 @@ class TargetProfile(_Strict):
 
 
 def targets_dir() -> Path:
-    """Where shipped profiles live: $EDGEKIT_TARGETS_DIR, else the repository's targets/."""
+    """Where shipped profiles live: $EDGEKIT_TARGETS_DIR, else the package's own ``profiles/``.
+
+    The profiles are package data (the repository's ``targets/`` is a link to them), so a wheel or a
+    non-editable install finds them exactly as a source checkout does.
+    """
     env = os.environ.get("EDGEKIT_TARGETS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "targets"
+    return Path(env) if env else package_data_dir("profiles")
 
 
 def list_targets() -> list[str]:

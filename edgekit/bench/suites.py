@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekit.errors import ConfigError, InputError, Problem
+from edgekit.fileio import package_data_dir
 
 if TYPE_CHECKING:
     from edgekit.targets import TargetProfile
@@ -33,7 +34,8 @@ class Suite(BaseModel):
 
 
 def suites_dir() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "bench" / "suites"
+    """Where shipped suites live: package data (the repository's ``bench/suites`` links here)."""
+    return package_data_dir("bench", "suites")
 
 
 def list_suites() -> list[str]:

@@ -8,11 +8,15 @@ shows the traceback.
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
+from typer.exceptions import TyperException
 from rich.console import Console
 
 from edgekit.errors import EdgekitError
+
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 app = typer.Typer(
     name="edgekit",
@@ -41,12 +45,29 @@ def _register_all() -> None:
         module.register(app)
 
 
+def _usage_line(exc: TyperException) -> str:
+    """One line for a command-line usage problem: the problem, then where to read the usage."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "edgekit"
+    return f"{exc.format_message()} (see '{command} --help')"
+
+
+def _interrupted() -> NoReturn:
+    err_console.print("[yellow]interrupted[/]: rerun with --resume to continue where it stopped")
+    raise SystemExit(EXIT_INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every failure leaves as one line and a documented exit code.
+
+    Usage errors exit 2, interrupts 130 (typer turns Ctrl-C into that return value when it is not
+    standalone, so the value is passed on rather than dropped), SDK errors their own codes.
+    Only typer's own exception types are used here: typer no longer depends on click.
+    """
     _register_all()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except EdgekitError as exc:
         if debug:
             raise
@@ -54,16 +75,17 @@ def main(argv: list[str] | None = None) -> None:
             err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: rerun with --resume to continue where it stopped")
-        raise SystemExit(130) from None
+        _interrupted()
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except Exception as exc:  # click usage errors carry their own exit codes
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Abort):
-            raise SystemExit(1) from None
-        raise
+    except typer.Abort:
+        _interrupted()
+    except TyperException as exc:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {_usage_line(exc)}", highlight=False, soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
+    if isinstance(result, int) and not isinstance(result, bool) and result != 0:
+        if result == EXIT_INTERRUPTED:
+            _interrupted()
+        raise SystemExit(result)
