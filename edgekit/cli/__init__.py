@@ -11,8 +11,8 @@ import sys
 from typing import NoReturn
 
 import typer
-from typer.exceptions import TyperException
 from rich.console import Console
+from typer.exceptions import TyperException
 
 from edgekit.errors import EdgekitError
 
