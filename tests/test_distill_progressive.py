@@ -60,7 +60,7 @@ def test_progressive_run_equals_a_chain_of_two_single_step_runs(teacher_and_rows
 
 
 def test_resume_in_the_middle_of_a_progressive_run_ends_with_identical_weights(teacher_and_rows, tmp_path):
-    teacher, rows, heldout = teacher_and_rows
+    teacher, rows, _ = teacher_and_rows
     config = _config(steps=4, checkpoint_every=2)
     stages = [Stage(2, 0.5), Stage(1)]  # the intermediate is also FFN-pruned (Minitron-style)
     reference = progressive_distill(teacher, stages, rows, config, workdir=tmp_path / "a", progress=False).student
@@ -83,7 +83,6 @@ def test_resume_in_the_middle_of_a_progressive_run_ends_with_identical_weights(t
     assert (tmp_path / "b" / "stage-1" / "stage.json").is_file()
     assert not (tmp_path / "b" / "stage-2" / "stage.json").exists()
     torch.manual_seed(999)  # a fresh process would not share the crashed run's RNG position
-    calls["n"] = 0
     counted = {"n": 0}
 
     def counting_step(*args, **kwargs):

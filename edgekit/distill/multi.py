@@ -241,3 +241,29 @@ def check_shared_tokenizer(tokenizers: Sequence, names: Sequence[str]) -> None:
                 f"tokenizer differs from the first teacher's ({names[0]}), so their distributions cannot be mixed; "
                 "distill from each with --seq-kd (sequence-level KD needs only their text) instead",
             )
+
+
+def load_ensemble(
+    first, first_tok, first_name: str, more: Sequence[str], weights, weighting: str, train, cache_dir, k, progress
+):
+    """(TeacherEnsemble, TeacherCaches or None): the first teacher plus ``more`` (paths or 'demo').
+
+    With ``cache_dir`` every teacher's top-K cache is built under ``cache_dir/teacher-<i>``.
+    """
+    from edgekit.distill.job import resolve_teacher_path
+    from edgekit.models import load_model, load_tokenizer
+
+    paths = [resolve_teacher_path(p, progress) for p in more]
+    check_shared_tokenizer([first_tok, *(load_tokenizer(p) for p in paths)], [first_name, *more])
+    ensemble = TeacherEnsemble([first, *(load_model(p) for p in paths)], weights, weighting)
+    if cache_dir is None:
+        return ensemble, None
+    from pathlib import Path
+
+    from edgekit.distill.cache import build_topk_cache
+
+    caches = [
+        build_topk_cache(t, train, Path(cache_dir) / f"teacher-{i}", k=k, progress=progress)
+        for i, t in enumerate(ensemble.teachers)
+    ]
+    return ensemble, TeacherCaches(caches, ensemble.weights, weighting)
