@@ -1,0 +1,162 @@
+"""What distillation buys: every method at equal student size, steps and tokens, from a strong teacher.
+
+    EDGEKIT_CACHE_DIR=/work/cache python bench/bench_distill_efficacy.py [--steps 60] [--teacher-steps 900]
+
+The teacher must be clearly stronger than anything the student can learn from the data alone in
+its budget, or the comparison says nothing (with the 300-step demo teacher, continuing to train
+a student on hard labels beats the teacher itself). So the teacher here is the demo recipe trained
+``--teacher-steps`` steps (3x the demo's by default, cached once in the demo cache), and a second
+teacher of the same recipe with another seed serves the multi-teacher rows.
+
+Every row starts from the same student (2 of teacher A's 4 layers, copied), trains on the same
+rows for the same number of optimizer steps of the same batch, and is evaluated on the same
+held-out rows: perplexity, KL(teacher A ‖ student) and top-1 agreement with teacher A, and the
+share of the gap between the hard-label student and teacher A's perplexity that the method
+closes, (ppl_hard − ppl) / (ppl_hard − ppl_teacher): 1 = as good as the teacher, 0 = no better
+than hard labels, negative = worse. Progressive rows go 4 → 3 → 2 layers; "equal total" splits
+the step budget between the two stages, the other gives each stage the full budget (twice the
+compute, said so in the row). Writes a JSON (``--out``) and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _teachers(teacher_steps: int):
+    from edgekit.demo import DemoRecipe, demo_info, demo_teacher
+    from edgekit.models import load_model, load_tokenizer
+
+    paths = [demo_teacher(DemoRecipe(steps=teacher_steps, seed=seed), progress=False) for seed in (0, 1)]
+    toks = [load_tokenizer(p) for p in paths]
+    if toks[0].get_vocab() != toks[1].get_vocab():
+        raise SystemExit("the two demo teachers' tokenizers differ; the multi-teacher rows need one tokenizer")
+    info = [demo_info(p) for p in paths]
+    return [load_model(p) for p in paths], toks[0], info
+
+
+def _data(tokenizer, seq_len: int, rows: int, heldout_rows: int):
+    from edgekit.data import builtin_documents, pack, split_documents, tokenize_documents
+
+    train_docs, heldout_docs = split_documents(builtin_documents())
+    train = pack(tokenize_documents(tokenizer, train_docs), seq_len, rows)
+    heldout = pack(tokenize_documents(tokenizer, heldout_docs), seq_len, heldout_rows)
+    return train, heldout
+
+
+def run(steps: int, teacher_steps: int, seq_len: int, rows: int, batch: int, heldout_rows: int, k: int) -> dict:
+    from edgekit.distill import DistillConfig, derive_student, distill
+    from edgekit.distill.cache import build_topk_cache
+    from edgekit.distill.monitor import evaluate, model_logits
+    from edgekit.distill.multi import TeacherEnsemble
+    from edgekit.distill.progressive import Stage, progressive_distill
+
+    (a, b), tok, info = _teachers(teacher_steps)
+    train, heldout = _data(tok, seq_len, rows, heldout_rows)
+    t_a = model_logits(a, heldout)
+    base = DistillConfig(steps=steps, batch_size=batch, seq_len=seq_len, lr=2e-3, warmup_steps=max(1, steps // 10))
+    soft = replace(base, alpha=0.0, temperature=1.0)
+
+    def student():
+        return derive_student(a, num_layers=2)
+
+    def single(config, teacher=a, cache=None):
+        return distill(None if cache else teacher, student(), train, config, topk_cache=cache, progress=False).student
+
+    def cached():
+        folder = Path(tempfile.mkdtemp(prefix="edgekit-efficacy-cache-"))
+        return single(soft, cache=build_topk_cache(a, train, folder, k=k, shard_rows=32))
+
+    def progressive(split: bool):
+        stage_steps = max(1, steps // 2) if split else steps
+        config = replace(soft, steps=stage_steps, warmup_steps=max(1, stage_steps // 10))
+        return progressive_distill(a, [Stage(3), Stage(2)], train, config, progress=False).student
+
+    methods = [
+        ("student at init (2 of teacher A's 4 layers, no training)", student, 0),
+        ("hard labels only (α = 1)", lambda: single(replace(base, alpha=1.0)), steps),
+        ("soft KD (α = 0, T = 1)", lambda: single(soft), steps),
+        ("soft KD (α = 0, T = 2)", lambda: single(replace(soft, temperature=2.0)), steps),
+        ("combined (α = 0.5, T = 2)", lambda: single(replace(base, alpha=0.5, temperature=2.0)), steps),
+        (f"soft KD from a top-{k} cache (T = 1)", cached, steps),
+        ("progressive 4 → 3 → 2, equal total steps", lambda: progressive(True), steps),
+        ("progressive 4 → 3 → 2, full steps per stage (2x compute)", lambda: progressive(False), 2 * steps),
+        ("multi-teacher A + B, fixed ½ ½ (T = 1)", lambda: single(soft, TeacherEnsemble([a, b])), steps),
+        ("multi-teacher A + B, confidence (T = 1)", lambda: single(soft, TeacherEnsemble([a, b], None, "confidence")), steps),
+    ]  # fmt: skip
+    results = []
+    for name, make, student_steps in methods:
+        started = time.perf_counter()
+        model = make()
+        entry = {"method": name, "student_steps": student_steps, **evaluate(t_a, model.eval(), heldout)}
+        entry["seconds"] = round(time.perf_counter() - started, 1)
+        results.append(entry)
+        print(json.dumps(entry), flush=True)
+    ppl_teacher = results[0]["ppl_teacher"]
+    hard = next(r for r in results if r["method"].startswith("hard"))["ppl"]
+    for r in results:
+        r["gap_closed"] = (hard - r["ppl"]) / (hard - ppl_teacher) if hard != ppl_teacher else None
+    ensemble = model_logits(TeacherEnsemble([a, b]).at(1.0), heldout)
+    from edgekit.quality import perplexity
+
+    keep = torch.ones(len(t_a), dtype=torch.bool)
+    keep[seq_len - 1 :: seq_len] = False
+    targets = heldout[:, 1:].reshape(-1).numpy()
+    teachers = {
+        "A": {"recipe_steps": teacher_steps, "seed": 0, "heldout_ppl": ppl_teacher, "demo_info": info[0]},
+        "B": {"seed": 1, "heldout_ppl": perplexity(model_logits(b, heldout)[keep.numpy()], targets)},
+        "A+B mixture": {"heldout_ppl": perplexity(ensemble[keep.numpy()], targets)},
+    }
+    setup = {"steps": steps, "batch": batch, "seq_len": seq_len, "rows": rows, "heldout_rows": heldout_rows, "k": k}
+    return {"setup": setup, "teachers": teachers, "results": results, "threads": torch.get_num_threads()}
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "| method | student steps | held-out ppl | gap closed | KL(A ‖ student) | top-1 with A |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        gap = "—" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}"
+        lines.append(
+            f"| {r['method']} | {r['student_steps']} | {r['ppl']:.1f} | {gap} | {r['kl']:.3f} | {r['top1']:.3f} |"
+        )
+    t = report["teachers"]
+    lines.append(
+        f"\nteacher A held-out ppl {t['A']['heldout_ppl']:.1f}, teacher B {t['B']['heldout_ppl']:.1f}, "
+        f"their ½-½ mixture {t['A+B mixture']['heldout_ppl']:.1f}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per student")
+    parser.add_argument("--teacher-steps", type=int, default=900, help="training steps of the strong teachers")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--heldout-rows", type=int, default=16)
+    parser.add_argument("--k", type=int, default=64, help="K of the top-K cache row")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results-distill-efficacy.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    report = run(args.steps, args.teacher_steps, args.seq_len, args.rows, args.batch, args.heldout_rows, args.k)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
