@@ -91,9 +91,11 @@ def plan_stages(teacher_layers: int, via: list[tuple[float, float]], final: Stag
     return stages
 
 
-def stage_student(previous, stage: Stage, previous_ffn_fraction: float, calibration: torch.Tensor, seed: int):
+def stage_student(
+    previous, stage: Stage, previous_ffn_fraction: float, calibration: torch.Tensor, seed: int, init: str = "teacher"
+):
     """The stage's initial student from the previous stage's model (layers copied, FFN pruned by importance)."""
-    student = derive_student(previous, num_layers=stage.layers, seed=seed)
+    student = derive_student(previous, num_layers=stage.layers, seed=seed, init=init)
     if stage.ffn_fraction < previous_ffn_fraction:
         from edgekit.prune import PrunePlan, prune_model
 
@@ -113,8 +115,12 @@ def progressive_distill(
     resume: bool = False,
     progress: bool = True,
     calibration_rows: int = 16,
+    init: str = "teacher",
 ) -> ProgressiveResult:
     """Distill ``teacher`` through ``stages`` (last = final student); ``config`` per stage or shared.
+
+    ``init="random"`` starts the *first* stage's student from scratch (later stages always copy
+    the previous stage's layers: that is the point of going through it).
 
     Every stage's held-out metrics compare its student with its own teacher (``kl``, ``top1``)
     and with the original teacher (``kl_to_original``, ``top1_to_original``).
@@ -132,7 +138,8 @@ def progressive_distill(
         if done is not None:
             student, info = done
         else:
-            initial = stage_student(current, stage, current_ffn, train_ids[:calibration_rows], cfg.seed)
+            first_init = init if i == 0 else "teacher"
+            initial = stage_student(current, stage, current_ffn, train_ids[:calibration_rows], cfg.seed, first_init)
             run = distill(
                 current,
                 initial,
