@@ -70,3 +70,22 @@ def test_bad_stage_and_weight_options_are_reported_together(make_tiny_hf, tmp_pa
     assert result.exit_code != 0
     sources = {p.source for p in result.exception.problems}
     assert sources == {"--via", "--teacher-weights", "--teacher-weighting"}
+
+
+def test_build_config_spells_progressive_stages_as_distill_via(make_tiny_hf, tmp_path):
+    from pydantic import ValidationError
+
+    from edgekit.pipeline.config import DataSection, DistillSection
+    from edgekit.pipeline.stages import run_distill
+
+    with pytest.raises(ValidationError, match="layer fraction"):
+        DistillSection(via="0.5,lots")
+    with pytest.raises(ValidationError, match="student_hidden"):
+        DistillSection(via="0.5", student_hidden=64)
+    teacher = make_tiny_hf("llama", num_layers=4)
+    data = DataSection(seq_len=32, max_train_sequences=8, heldout_sequences=2)
+    section = DistillSection(via="0.5", student_layers=1, steps=2, batch_size=2)
+    summary = run_distill(tmp_path / "out", tmp_path / "scratch", str(teacher), data, section, 0, False, False)
+    assert [s["shape"]["layers"] for s in summary["stages"]] == [2, 1]
+    assert (tmp_path / "scratch" / "stage-1" / "stage.json").is_file()
+    assert json.loads((tmp_path / "out" / "model" / "config.json").read_text())["num_hidden_layers"] == 1
