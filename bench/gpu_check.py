@@ -132,7 +132,7 @@ def pytest_gpu(paths: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", f"--junitxml={xml}", *paths]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=420)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
         if not xml.is_file():
             raise RuntimeError(f"pytest wrote no report (exit {proc.returncode}): {proc.stdout[-300:]}")
         suites = ET.parse(xml).getroot()

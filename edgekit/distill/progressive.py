@@ -149,7 +149,7 @@ def progressive_distill(
                 workdir=folder / "run" if folder is not None else None,
                 resume=resume,
                 progress=progress,
-                heldout_teacher_logits=model_logits(current, heldout_ids) if heldout_ids is not None else None,
+                heldout_teacher_logits=original if i == 0 or original is None else model_logits(current, heldout_ids),
                 reference_logits=original if i > 0 else None,
             )
             student = run.student
