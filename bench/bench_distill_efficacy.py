@@ -1,15 +1,15 @@
 """What distillation buys: every method at equal student size, steps and tokens, from a strong teacher.
 
-    EDGEKIT_CACHE_DIR=/work/cache python bench/bench_distill_efficacy.py [--steps 60]
+    EDGEKIT_CACHE_DIR=/work/cache python bench/bench_distill_efficacy.py [--steps 40]
 
 The teacher must be clearly stronger than anything the student can learn from the data alone in
 its budget, or the comparison says nothing. A student made of the demo teacher's own layers is
 not such a setting: it inherits the teacher's 300 steps of training and, trained on for 60 more
 with hard labels, beats the (undertrained) teacher (bench_distill.py). So here the students start
-from **random weights** (2 layers of the teacher's width): the teacher has seen ~10x the tokens a
+from **random weights** (2 layers of the teacher's width): the teacher has seen ~15x the tokens a
 student sees here. Teacher A is the demo teacher; teacher B the same recipe with another seed
-(the multi-teacher rows). ``--contrast`` adds two rows with students copied from teacher A's
-layers.
+and half the width (``--b-hidden``; a third of A's training cost), for the multi-teacher rows.
+``--contrast`` adds two rows with students copied from teacher A's layers.
 
 Every row trains on the same rows for the same number of optimizer steps of the same batch, and
 is evaluated on the same held-out rows: perplexity, KL(teacher A ‖ student), top-1 agreement
@@ -37,11 +37,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _teachers(teacher_steps: int):
+def _teachers(teacher_steps: int, b_hidden: int):
+    """Teacher A: the demo recipe; B: another seed and hidden width ``b_hidden`` (FFN 3x), same tokenizer."""
     from edgekit.demo import DemoRecipe, demo_info, demo_teacher
     from edgekit.models import load_model, load_tokenizer
 
-    paths = [demo_teacher(DemoRecipe(steps=teacher_steps, seed=seed), progress=False) for seed in (0, 1)]
+    recipes = [
+        DemoRecipe(steps=teacher_steps),
+        DemoRecipe(steps=teacher_steps, seed=1, hidden_size=b_hidden, intermediate_size=3 * b_hidden),
+    ]
+    paths = [demo_teacher(r, progress=False) for r in recipes]
     toks = [load_tokenizer(p) for p in paths]
     if toks[0].get_vocab() != toks[1].get_vocab():
         raise SystemExit("the two demo teachers' tokenizers differ; the multi-teacher rows need one tokenizer")
@@ -59,7 +64,15 @@ def _data(tokenizer, seq_len: int, rows: int, heldout_rows: int):
 
 
 def run(
-    steps: int, teacher_steps: int, seq_len: int, rows: int, batch: int, heldout_rows: int, k: int, contrast: bool
+    steps: int,
+    teacher_steps: int,
+    seq_len: int,
+    rows: int,
+    batch: int,
+    heldout_rows: int,
+    k: int,
+    contrast: bool,
+    b_hidden: int = 128,
 ) -> dict:
     from edgekit.distill import DistillConfig, derive_student, distill
     from edgekit.distill.cache import build_topk_cache
@@ -67,7 +80,7 @@ def run(
     from edgekit.distill.multi import TeacherEnsemble
     from edgekit.distill.progressive import Stage, progressive_distill
 
-    (a, b), tok, info = _teachers(teacher_steps)
+    (a, b), tok, info = _teachers(teacher_steps, b_hidden)
     train, heldout = _data(tok, seq_len, rows, heldout_rows)
     t_a = model_logits(a, heldout)
     base = DistillConfig(steps=steps, batch_size=batch, seq_len=seq_len, lr=2e-3, warmup_steps=max(1, steps // 10))
@@ -124,11 +137,12 @@ def run(
 
     keep = torch.ones(len(t_a), dtype=torch.bool)
     keep[seq_len - 1 :: seq_len] = False
+    keep = keep.numpy()
     targets = heldout[:, 1:].reshape(-1).numpy()
     teachers = {
         "A": {"recipe_steps": teacher_steps, "seed": 0, "heldout_ppl": ppl_teacher, "demo_info": info[0]},
-        "B": {"seed": 1, "heldout_ppl": perplexity(model_logits(b, heldout)[keep.numpy()], targets)},
-        "A+B mixture": {"heldout_ppl": perplexity(mixture[keep.numpy()], targets)},
+        "B": {"seed": 1, "hidden": b_hidden, "heldout_ppl": perplexity(model_logits(b, heldout)[keep], targets)},
+        "A+B mixture": {"heldout_ppl": perplexity(mixture[keep], targets)},
     }
     setup = {"steps": steps, "batch": batch, "seq_len": seq_len, "rows": rows, "heldout_rows": heldout_rows, "k": k}
     return {"setup": setup, "teachers": teachers, "results": results, "threads": torch.get_num_threads()}
@@ -164,13 +178,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heldout-rows", type=int, default=16)
     parser.add_argument("--k", type=int, default=64, help="K of the top-K cache row")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--b-hidden", type=int, default=128, help="teacher B's hidden width (A's: 256)")
     parser.add_argument("--contrast", action="store_true", help="add students copied from teacher A's layers")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results-distill-efficacy.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     report = run(
-        args.steps, args.teacher_steps, args.seq_len, args.rows, args.batch, args.heldout_rows, args.k, args.contrast
-    )
+        args.steps, args.teacher_steps, args.seq_len, args.rows, args.batch, args.heldout_rows, args.k, args.contrast,
+        args.b_hidden,
+    )  # fmt: skip
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
 
