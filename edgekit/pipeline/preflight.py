@@ -193,8 +193,13 @@ def stage_value_problems(
     if config.distill.enabled:
         student.num_hidden_layers = config.distill.student_layers or student.num_hidden_layers
         student.hidden_size = config.distill.student_hidden or student.hidden_size
-        key = "distill.student_hidden" if config.distill.student_hidden else "distill.student_layers"
-        problems += _guard(_check_config, student, origin(key), key)  # distill: transformers builds this shape
+        from edgekit.distill.student import check_student_shape  # distill: the student it can derive
+
+        d = config.distill
+        key = "distill.student_hidden" if d.student_hidden else "distill.student_layers"
+        problems += _guard(
+            lambda t: check_student_shape(t, d.student_layers, d.student_hidden), teacher, origin(key), key
+        )
     if config.prune.enabled:  # prune: the check its layer selection makes
         from edgekit.prune.plan import check_layers
 
