@@ -16,7 +16,7 @@ console = Console()
 
 def build(
     target: str = opt.target_option(required=True),
-    model: str = opt.model_option(None, "Default: the build config's [teacher] model, else the built-in demo."),
+    model: str = opt.model_option(None, "Default: the build config's teacher.model, else the built-in demo."),
     config: Path = typer.Option(None, "--config", "-c", help="Build config TOML overriding the defaults."),
     settings: list[str] = typer.Option(
         None,
@@ -38,7 +38,7 @@ def build(
 ) -> None:
     """Distill, prune, recover, export, quantize, verify, benchmark and bundle for one target.
 
-    Preflight checks (profile and config, backends, disk, whether the model can fit the target) fail in seconds, before any training. Settings come from the target profile and the build-config defaults (docs/pipeline.md), then --config, then --set. Finished stages are skipped on the next run (their inputs are hashed), so re-running after a change redoes only what it affects; after an interruption, --resume also continues distillation from its last checkpoint. With no --model the built-in demo teacher is trained once (a few minutes) and used.
+    Preflight checks (profile and config, backends, disk, whether the model can fit the target) fail in seconds, before any training. Settings come from the target profile and the build-config defaults (docs/pipeline.md), then --config, then --set. Finished stages are skipped on the next run (their settings, inputs, code and tool versions are hashed; --explain says what would run and why), so re-running after a change redoes only what it affects; after an interruption, --resume also continues distillation from its last checkpoint. With no --model the built-in demo teacher is trained once (a few minutes) and used.
 
     [bold]Examples[/]
 
