@@ -31,7 +31,7 @@ def _commands():
 def test_via_runs_every_stage_and_reports_kl_to_the_original_teacher(make_tiny_hf, tmp_path):
     teacher = make_tiny_hf("llama", num_layers=4)
     out = tmp_path / "o"
-    result = runner.invoke(app, ["distill", str(teacher), "--via", "0.5", "--layers", "1", "--out", str(out), *TINY])
+    result = runner.invoke(app, ["distill", str(teacher), "--via", "0.5", "--student-layers", "1", "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "distill.json").read_text())
     assert [s["shape"]["layers"] for s in summary["stages"]] == [2, 1]
@@ -42,7 +42,7 @@ def test_via_runs_every_stage_and_reports_kl_to_the_original_teacher(make_tiny_h
 
 def test_add_teacher_trains_on_the_mixture_live_and_from_caches(make_tiny_hf, tmp_path):
     a, b = make_tiny_hf("llama"), make_tiny_hf("llama", num_layers=3)
-    base = ["distill", str(a), "--add-teacher", str(b), "--teacher-weights", "3,1", "--layers", "1"]
+    base = ["distill", str(a), "--add-teacher", str(b), "--teacher-weights", "3,1", "--student-layers", "1"]
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "live"), *TINY])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "live" / "distill.json").read_text())

@@ -10,7 +10,7 @@ by distillation from the previous model.
 
 Stage spelling (``--via``): comma-separated items ``L`` or ``LxF``: L the fraction of the
 *original teacher's* layers the intermediate keeps, F the fraction of its FFN width kept (default
-1). ``--via 0.5,0.25`` on a 16-layer teacher: 16 → 8 → 4 → final (``--layers``).
+1). ``--via 0.5,0.25`` on a 16-layer teacher: 16 → 8 → 4 → final (``--student-layers``).
 
 Output, under ``workdir``: ``stage-1/`` … ``stage-N/``, each with ``run/`` (checkpoints,
 ``monitor.jsonl``), ``model/`` (that stage's student, written once it finished) and
