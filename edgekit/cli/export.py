@@ -105,16 +105,21 @@ def _calibration_rows(model: Path, calibration: Path):
 
 
 def _verify_all(paths, reference: Path, profile, levels: list[str], tokens: int) -> None:
-    from edgekit.errors import VerificationError
-    from edgekit.export.verify import verify_artifact
+    from edgekit.errors import NativeCrash, VerificationError
+    from edgekit.export.verify import reject_artifact, verify_artifact
 
     table = Table(title="verification against PyTorch fp32")
     for col in ("artifact", "level", "mean KL", "top-1", "ppl change", "tokenizer", "result"):
         table.add_column(col)
-    failed = []
+    failed, crashed = [], []
     for path, level in zip(paths, levels, strict=True):
         threshold = profile.verify.threshold(level) if profile else None
-        r = verify_artifact(path, reference, level=level, threshold=threshold, max_tokens=tokens)
+        try:
+            r = verify_artifact(path, reference, level=level, threshold=threshold, max_tokens=tokens)
+        except NativeCrash as exc:  # the runtime died on the file (in a child process): a failure
+            crashed.append(f"{exc}; moved to {reject_artifact(path)}")
+            table.add_row(Path(path).name, level, "-", "-", "-", "-", "[red]CRASH[/]")
+            continue
         table.add_row(
             Path(path).name,
             level,
@@ -127,10 +132,10 @@ def _verify_all(paths, reference: Path, profile, levels: list[str], tokens: int)
         if not r.passed:
             failed.append(r)
     console.print(table)
-    if failed:
+    if failed or crashed:  # nothing that failed stays under its final name
+        moved = [f"{r.artifact} failed; moved to {reject_artifact(r.artifact)}\n{r.table()}" for r in failed]
         raise VerificationError(
-            f"{len(failed)} of {len(paths)} files failed verification",
-            "\n\n".join(f"{r.artifact}\n{r.table()}" for r in failed),
+            f"{len(failed) + len(crashed)} of {len(paths)} files failed verification", "\n\n".join(crashed + moved)
         )
 
 
