@@ -19,10 +19,9 @@ import urllib.request
 from pathlib import Path
 
 GPT2_HF = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-LLAMA3_HF = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-QWEN2_HF = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_TAIL_HF = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+LLAMA3_HF = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}" + _TAIL_HF
+QWEN2_HF = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}" + _TAIL_HF
 QWEN35_HF = (
     r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
     r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -168,7 +167,8 @@ def hf_tokenizer(folder: Path, name: str):
             "merges": list(f["tokenizer.ggml.merges"]),
         }
         spec = {"normalizer": None, "pre_tokenizer": pre, "model": model, "decoder": _byte_level(True)}
-    spec = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "post_processor": None, **spec}
+    spec = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, **spec}
+    spec["post_processor"] = None
     tok = Tokenizer.from_str(json.dumps(spec))
     bos = f.get("tokenizer.ggml.bos_token_id")
     eos = f.get("tokenizer.ggml.eos_token_id")
@@ -206,7 +206,10 @@ def _spm_spec(tokens: list[str], types: list[int], scores: list[float]) -> dict:
     }
     normalizer = {
         "type": "Sequence",
-        "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}],
+        "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        ],
     }
     decoder = {
         "type": "Sequence",
