@@ -25,6 +25,20 @@ from edgekit.export.gguf_pretok import PRE_TYPE_NAMES, matching_types, structure
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
+# Texts llama.cpp's loader makes end-of-generation controls whatever type the file gives them
+# (llama_vocab::impl::load in src/llama-vocab.cpp, its EOT and EOG lists). An added token with one
+# of these texts is written as CONTROL, so the file states what llama.cpp will do with it anyway:
+# it is not parsed out of user text (see docs/export.md, "Control tokens in user text").
+LLAMA_CONTROL_TEXTS = frozenset(
+    {
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+        "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+        "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+        "<｜end▁of▁sentence｜>", "[e~[",
+    }
+)  # fmt: skip
+
+
 @dataclass
 class GGUFVocab:
     model: str  # "gpt2" | "llama"
@@ -147,8 +161,10 @@ def vocab_from_tokenizer(tokenizer, *, confirm: bool = True) -> GGUFVocab:
     holes = [i for i, t in enumerate(tokens) if not t]
     if holes:
         raise UnsupportedModelError(f"the vocabulary has {len(holes)} holes (ids without a token, first: {holes[0]})")
-    special_ids = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
     added_ids = {t["id"] for t in spec.get("added_tokens", [])}
+    special_ids = {
+        t["id"] for t in spec.get("added_tokens", []) if t.get("special") or t["content"] in LLAMA_CONTROL_TEXTS
+    }
     add_bos, add_eos = _post_adds(tokenizer)
     special = {name: getattr(tokenizer, f"{name}_token_id") for name in ("bos", "eos", "pad", "unk")}
     common = dict(

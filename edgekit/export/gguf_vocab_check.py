@@ -40,15 +40,32 @@ def added_tokens(tokenizer) -> list[tuple[str, int]]:
     return sorted(((str(tok), int(i)) for i, tok in decoder.items()), key=lambda p: p[1])
 
 
-def hf_ids(tokenizer, texts: list[str]) -> list[list[int]]:
-    """HF ids of user text: no BOS/EOS, special-token text not parsed (as edgekit's runtime does)."""
-    return [list(tokenizer(t, add_special_tokens=False, split_special_tokens=True)["input_ids"]) for t in texts]
+def hf_ids(tokenizer, texts: list[str], controls=(), add_special_tokens: bool = False) -> list[list[int]]:
+    """HF ids of user text, special-token text not parsed (as edgekit's runtime does).
+
+    ``controls``: texts of non-special added tokens the runtime treats as control tokens too
+    (llama.cpp's end-of-generation texts, ``LLAMA_CONTROL_TEXTS``): not parsed either.
+    """
+    extra = {t for t, _ in added_tokens(tokenizer)} & set(controls)
+    if not extra:
+        kw = {"add_special_tokens": add_special_tokens, "split_special_tokens": True}
+        return [list(tokenizer(t, **kw)["input_ids"]) for t in texts]
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    for tok in spec.get("added_tokens", []):
+        tok["special"] = tok["special"] or tok["content"] in extra
+    backend = Tokenizer.from_str(json.dumps(spec))
+    backend.encode_special_tokens = True
+    return [backend.encode(t, add_special_tokens=add_special_tokens).ids for t in texts]
 
 
 def confirm_vocab(tokenizer, vocab) -> None:
     """Raise UnsupportedModelError unless ``vocab`` reproduces ``tokenizer`` on the stress set."""
+    from edgekit.export.gguf_tokenizer import LLAMA_CONTROL_TEXTS
+
     texts = plain_texts()
-    want = hf_ids(tokenizer, texts)
+    want = hf_ids(tokenizer, texts, LLAMA_CONTROL_TEXTS)
     specials = added_tokens(tokenizer)
     got, got_specials, how = _try_llama(vocab, texts, specials)
     if got is None:

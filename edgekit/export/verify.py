@@ -87,18 +87,21 @@ def reference_rows(tokenizer, texts: list[str] | None, max_tokens: int, seq_len:
     return heldout_set(tokenizer, seq_len, n, docs=texts)
 
 
-def tokenizer_cases(tokenizer) -> list[tuple[str, bool, list[int]]]:
+def tokenizer_cases(tokenizer, gguf: bool = False) -> list[tuple[str, bool, list[int]]]:
     """(text, parse_special, HF ids) the artifact's runtime must reproduce, as edgekit uses it.
 
     * user text (the stress set; ``parse_special`` off): special-token text in it is plain text, on
       both sides, so llama.cpp's habit of marking ordinary entries such as ``</s>`` as controls
-      by their text cannot change what a prompt means;
+      by their text cannot change what a prompt means (``gguf``: added tokens with those texts
+      are controls in llama.cpp, so they are not parsed on the HF side either);
     * each HF added or special token on its own, special parsing on: it must be its one id;
     * the specials between words, parsed, as a rendered chat template is tokenized.
     """
-    from edgekit.export.gguf_vocab_check import added_tokens
+    from edgekit.export.gguf_tokenizer import LLAMA_CONTROL_TEXTS
+    from edgekit.export.gguf_vocab_check import added_tokens, hf_ids
 
-    cases = [(t, False, list(tokenizer(t, split_special_tokens=True)["input_ids"])) for t in STRESS_TEXTS]
+    plain = hf_ids(tokenizer, list(STRESS_TEXTS), LLAMA_CONTROL_TEXTS if gguf else (), add_special_tokens=True)
+    cases = [(t, False, ids) for t, ids in zip(STRESS_TEXTS, plain, strict=True)]
     cases += [(t, True, [i]) for t, i in added_tokens(tokenizer)]
     specials = stress_texts(tokenizer)[len(STRESS_TEXTS) :]
     cases += [(t, True, list(tokenizer(t)["input_ids"])) for t in specials]
@@ -163,7 +166,7 @@ def verify_artifact(
     rows = reference_rows(tokenizer, texts, max_tokens)
     with torch.no_grad():
         ref = model(input_ids=rows).logits.float().numpy()
-    cases = tokenizer_cases(tokenizer)
+    cases = tokenizer_cases(tokenizer, gguf=artifact.is_file() and artifact.suffix == ".gguf")
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as tmp:
         # the runtime opens the fresh file in a child process: a C++ abort there is a NativeCrash
         # naming the file, not the end of edgekit
