@@ -167,7 +167,12 @@ def _try_llama(vocab, texts: list[str], specials: list[tuple[str, int]]):
         write_vocab_only(vocab, path)
         try:
             plain, special = run_isolated(
-                llama_tokenize, str(path), texts, [t for t, _ in specials], path=path, action="loading the vocabulary"
+                llama_tokenize,
+                str(path),
+                texts,
+                [t for t, _ in specials],
+                path=path,
+                action="loading the vocabulary and tokenizing the stress set",
             )
         except NativeCrash as exc:
             raise UnsupportedModelError(
