@@ -224,3 +224,17 @@ def test_real_qwen2_vocabulary_passes_the_verify_gate(vocab_folder, tmp_path):
     report = verify_artifact(path, model_dir, max_tokens=64)
     assert report.tokenizer_parity, report.tokenizer_mismatches
     assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("case", ["qwen2 (?i:) spelling", "smollm", "tekken"])
+def test_emulated_confirmation_without_llama_cpp_accepts_and_refuses(bpe_tokenizer, monkeypatch, case):
+    """Without llama-cpp-python the behaviour check runs llama.cpp's regexes in HF's engine."""
+    import edgekit.export.gguf_vocab_check as check
+
+    monkeypatch.setattr(check, "_try_llama", lambda *a: (None, None, ""))
+    pre, expected = HAND_MADE[case]
+    tok = _edited(bpe_tokenizer, _with_pre(pre))
+    vocab = vocab_from_tokenizer(tok)
+    assert vocab.pre == expected
+    with pytest.raises(UnsupportedModelError, match="emulated with HF's engine"):
+        confirm_vocab(tok, replace(vocab, pre="deepseek-coder"))
