@@ -238,3 +238,24 @@ def test_emulated_confirmation_without_llama_cpp_accepts_and_refuses(bpe_tokeniz
     assert vocab.pre == expected
     with pytest.raises(UnsupportedModelError, match="emulated with HF's engine"):
         confirm_vocab(tok, replace(vocab, pre="deepseek-coder"))
+
+
+@pytest.mark.integration
+def test_export_verification_survives_a_runtime_abort_and_moves_the_file_aside(
+    tiny_llama_dir, bpe_tokenizer, tmp_path, monkeypatch
+):
+    """`edgekit export`'s verification: llama.cpp aborting on a file is a failed check, not a dead CLI."""
+    pytest.importorskip("llama_cpp")
+    import edgekit.export.gguf as gguf_export
+    from edgekit.cli.export import _verify_all
+    from edgekit.errors import VerificationError
+
+    good = vocab_from_tokenizer(bpe_tokenizer, confirm=False)
+    bad = replace(good, model="llama", pre=None, merges=[], scores=[0.0] * len(good.tokens))
+    monkeypatch.setattr(gguf_export, "vocab_from_tokenizer", lambda tok, **kw: bad)  # the old bug, forced
+    (path,) = gguf_export.export_gguf(tiny_llama_dir, tmp_path / "out", ["F32"], progress=False)
+    with pytest.raises(VerificationError) as info:
+        _verify_all([path], tiny_llama_dir, None, ["F32"], 64)
+    assert "the runtime crashed (SIGABRT)" in "\n".join(info.value.lines())
+    assert not path.exists() and path.with_name(path.name + ".rejected").is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name + ".rejected", path.name + ".rejected.json"]

@@ -60,12 +60,32 @@ def hf_ids(tokenizer, texts: list[str], controls=(), add_special_tokens: bool = 
     return [backend.encode(t, add_special_tokens=add_special_tokens).ids for t in texts]
 
 
+_CONFIRMED: set[str] = set()  # keys of (tokenizer, vocabulary) pairs already confirmed in this process
+
+
 def confirm_vocab(tokenizer, vocab) -> None:
-    """Raise UnsupportedModelError unless ``vocab`` reproduces ``tokenizer`` on the stress set."""
+    """Raise UnsupportedModelError unless ``vocab`` reproduces ``tokenizer`` on the stress set.
+
+    A pair already confirmed in this process is not checked again (an export writes one
+    vocabulary per level; a large one takes seconds to confirm).
+    """
+    import hashlib
+
     from edgekit.export.gguf_tokenizer import LLAMA_CONTROL_TEXTS
 
+    key = hashlib.sha256(
+        "\0".join([tokenizer.backend_tokenizer.to_str(), vocab.model, str(vocab.pre), str(vocab.space_prefix)]).encode()
+    ).hexdigest()
+    if key in _CONFIRMED:
+        return
+    _confirm(tokenizer, vocab, LLAMA_CONTROL_TEXTS)
+    _CONFIRMED.add(key)
+
+
+def _confirm(tokenizer, vocab, controls) -> None:
+
     texts = plain_texts()
-    want = hf_ids(tokenizer, texts, LLAMA_CONTROL_TEXTS)
+    want = hf_ids(tokenizer, texts, controls)
     specials = added_tokens(tokenizer)
     got, got_specials, how = _try_llama(vocab, texts, specials)
     if got is None:
