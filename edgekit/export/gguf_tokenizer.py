@@ -1,15 +1,16 @@
 """Tokenizer metadata for GGUF, read from the Hugging Face tokenizer's own definition.
 
-Two families are represented faithfully:
-* byte-level BPE ("gpt2" in GGUF): tokens, types, merges, and the pre-tokenizer type, decided from
-  the tokenizer.json pre-tokenizer (its split regex) — never by hashing a known vocabulary — so
-  custom-trained and pruned vocabularies export;
-* SentencePiece-style BPE with byte fallback ("llama" in GGUF): tokens, scores (merge priority),
-  types (byte tokens marked as bytes).
-Anything else fails with a message saying why, instead of writing a file that tokenizes differently:
+Two families are represented faithfully, chosen by the tokenizer's structure (``family_of``):
+* byte-level BPE ("gpt2" in GGUF): tokens, types, merges, and the llama.cpp pre-tokenizer type
+  whose regexes the tokenizer.json pre-tokenizer is (``gguf_pretok``) — never by hashing a known
+  vocabulary — so custom-trained, pruned and re-indexed vocabularies export;
+* SentencePiece-style BPE ("llama" in GGUF): tokens, scores (merge priority), types (byte tokens
+  marked as bytes), the ``▁`` space prefix.
+The result is then confirmed by behaviour (``gguf_vocab_check``) before anything is written.
+Anything else fails with a one-line reason instead of writing a file that tokenizes differently:
 other tokenizer models (WordPiece, Unigram), pre-tokenizers llama.cpp does not implement, and
 normalizers it does not apply (NFC is accepted: llama.cpp skips it, which changes nothing for text
-already in NFC, as nearly all text is).
+already in NFC, as nearly all text is). docs/export.md has the table.
 """
 
 from __future__ import annotations
