@@ -196,10 +196,12 @@ def level_speed_text(lv: LevelPlan) -> str:
 
 
 def level_speed_how(lv: LevelPlan) -> str:
-    """How the level's speed was obtained, in words."""
-    if lv.basis == "measured size":
-        return f"from the measured size; {lv.speed_note}"
-    return lv.speed_note or lv.basis
+    """How the level's speed was obtained, in a few words (the table's footer gives the calibration)."""
+    if lv.basis == "measured":
+        return "measured on the device"
+    calibrated = "uncalibrated roofline" not in lv.speed_note and "no [calibration]" not in lv.speed_note
+    how = "calibrated prediction" if calibrated else "roofline upper bound: the profile has no [calibration]"
+    return f"{how} from the measured size" if lv.basis == "measured size" else how
 
 
 def _quant_quality(level: str) -> str:
