@@ -112,7 +112,7 @@ def prefill(target: TargetProfile, params: float) -> Prediction | None:
 
 def measured(tokens_per_s: float, where: str) -> Prediction:
     """A speed measured on the device: it replaces every prediction."""
-    return Prediction(tokens_per_s, tokens_per_s, tokens_per_s, "measured", f"measured on {where}")
+    return Prediction(tokens_per_s, tokens_per_s, tokens_per_s, "measured", f"measured on the device ({where})")
 
 
 def weight_bytes_per_token(config: Any, level: str) -> int:
