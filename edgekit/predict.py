@@ -189,3 +189,29 @@ def kv_bytes_for_artifact(path: str | Path, context: int) -> int | None:
 def artifact_format(path: str | Path) -> str:
     """ "gguf" for a .gguf file, "onnx" otherwise (a folder of ONNX Runtime GenAI files)."""
     return "gguf" if Path(path).suffix == ".gguf" else "onnx"
+
+
+def artifact_prediction(path: str | Path, target: TargetProfile, parameters: int | None = None) -> dict[str, Any]:
+    """What the build records per artifact: decode (and prefill) on ``target`` at its full context.
+
+    Weights read per token are counted from the file (edgekit.bench.bandwidth), the KV cache from the
+    artifact's own metadata; tokens/s with its range, bytes, and how it was calibrated.
+    """
+    from edgekit.bench.bandwidth import weight_bytes_per_token
+
+    context = target.budget.context_length
+    weights = weight_bytes_per_token(path)
+    kv = kv_bytes_for_artifact(path, context) or 0
+    speed = decode(target, weights, kv, artifact_format(path))
+    pre = prefill(target, parameters) if parameters else None
+    return {
+        "decode_tokens_per_s": speed.tokens_per_s,
+        "decode_low_tokens_per_s": speed.low,
+        "decode_high_tokens_per_s": speed.high,
+        "basis": speed.basis,
+        "note": speed.note,
+        "prefill_tokens_per_s": pre.tokens_per_s if pre else None,
+        "weight_bytes_per_token": weights,
+        "kv_bytes": kv,
+        "context": context,
+    }

@@ -105,3 +105,131 @@ def level_bars(measured: list[dict[str, Any]], budget_mib: float | None) -> str 
     image = _png(fig)
     plt.close(fig)
     return image
+
+
+def _log_floor(values: list[float]) -> float:
+    """A log-axis bottom a decade under the smallest positive value, so every bar and point shows."""
+    import math
+
+    positive = [v for v in values if v and v > 0]
+    return 10 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1e-6
+
+
+def tradeoff_plot(points: list[dict[str, Any]], budget_mib: float, floor: float, target: str) -> str | None:
+    """Two panels for the build report, all target figures *predicted* (calibrated), none host-measured.
+
+    Left: memory needed on the target (weights + KV at its context + runtime) vs mean KL to the fp model
+    (log), colour = predicted decode tokens/s; the Pareto frontier dashed, the memory budget a red line,
+    the recommended level ringed, levels under the speed floor drawn hollow. Right: predicted decode
+    tokens/s per level with its calibrated range, and the speed floor.
+    ``points``: dicts with level, memory_mib, kl, speed, low, high, recommended.
+    """
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100, gridspec_kw={"width_ratios": [1.35, 1]})
+    kls = [p["kl"] for p in points if p["kl"] is not None]
+    bottom = _log_floor(kls)
+    shown = [{**p, "y": max(p["kl"], bottom) if p["kl"] is not None else bottom} for p in points]
+    shown.sort(key=lambda p: p["memory_mib"])
+    frontier, best = [], float("inf")
+    for p in shown:  # smallest first: on the frontier if no smaller level loses less
+        if p["y"] < best:
+            frontier.append((p["memory_mib"], p["y"]))
+            best = p["y"]
+    if len(frontier) > 1:
+        ax.plot(*zip(*frontier, strict=True), ls="--", color="#888", lw=1, label="Pareto frontier", zorder=1)
+    speeds = [p["speed"] for p in shown]
+    norm = plt.Normalize(min([*speeds, floor]), max([*speeds, floor]))
+    for p in shown:
+        ok = p["speed"] >= floor
+        colour = plt.cm.viridis(norm(p["speed"]))
+        ax.scatter(
+            [p["memory_mib"]],
+            [p["y"]],
+            s=120,
+            c=[colour] if ok else "none",
+            edgecolors=colour if not ok else "black",
+            linewidths=2 if not ok else 1,
+            zorder=3,
+        )
+        ax.annotate(p["level"], (p["memory_mib"], p["y"]), textcoords="offset points", xytext=(8, 6), fontsize=9)
+        if p["recommended"]:
+            ax.scatter([p["memory_mib"]], [p["y"]], s=480, facecolors="none", edgecolors="#2e8b57", linewidths=2.5)
+    ax.axvline(budget_mib, color="#c0392b", lw=1.5, label=f"memory budget {budget_mib:,.0f} MiB")
+    right = max(budget_mib, max(p["memory_mib"] for p in shown)) * 1.08
+    ax.set_xlim(0, right)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom / 2, max(p["y"] for p in shown) * 5)
+    ax.set(xlabel=f"memory needed on {target} (MiB)", ylabel="mean KL vs fp model (nats/token, log)")
+    ax.set_title("size × quality, colour = predicted decode tok/s", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper right", fontsize=8)
+    sm = plt.cm.ScalarMappable(norm=norm, cmap="viridis")
+    fig.colorbar(sm, ax=ax, label=f"decode on {target}, predicted (tok/s)")
+    names = [p["level"] for p in points]
+    mids = [p["speed"] for p in points]
+    err = [
+        [m - p["low"] for m, p in zip(mids, points, strict=True)],
+        [p["high"] - m for m, p in zip(mids, points, strict=True)],
+    ]
+    colours = ["#3b7dd8" if m >= floor else "#c0392b" for m in mids]
+    bx.barh(names, mids, xerr=err, color=colours, capsize=4)
+    bx.axvline(floor, color="#c0392b", ls="--", lw=1.5, label=f"speed floor {floor:g} tok/s")
+    bx.set_xlim(0, max([*(p["high"] for p in points), floor]) * 1.15)
+    bx.invert_yaxis()
+    bx.set(xlabel="tokens/s (bar: calibrated figure; whisker: range)")
+    bx.set_title(f"decode on {target}, predicted", fontsize=10)
+    bx.legend(loc="lower right", fontsize=8)
+    bx.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    image = _png(fig)
+    plt.close(fig)
+    return image
+
+
+def stage_plot(stages: list[dict[str, Any]]) -> str | None:
+    """Held-out perplexity of each pipeline stage's model (linear axis from 0), the teacher's as a line."""
+    rows = [s for s in stages if s.get("perplexity") is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    names = [s["name"] for s in rows]
+    values = [s["perplexity"] for s in rows]
+    ax.bar(names, values, color=["#7a5cb8" if s.get("kind") == "stage" else "#3b7dd8" for s in rows])
+    ax.axhline(values[0], color="#444", ls="--", lw=1, label=f"teacher {values[0]:.3g}")
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylim(0, max(values) * 1.18)
+    ax.set(ylabel="perplexity on held-out text")
+    ax.set_title("quality along the pipeline (lower is better)", fontsize=10)
+    ax.tick_params(axis="x", labelsize=8, rotation=20)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    image = _png(fig)
+    plt.close(fig)
+    return image
+
+
+def host_plot(levels: list[str], decode: list[float | None], rss_mib: list[float | None], host: str) -> str | None:
+    """Decode tokens/s and peak RSS measured on the build host: a different machine from the target."""
+    if not any(decode):
+        return None
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.4, 2.8), dpi=100)
+    ax.bar(levels, [d or 0 for d in decode], color="#999")
+    ax.set(ylabel="tokens/s", title="decode, measured on this host")
+    bx.bar(levels, [r or 0 for r in rss_mib], color="#bbb")
+    bx.set(ylabel="MiB", title="peak RSS, measured on this host")
+    for a in (ax, bx):
+        a.set_ylim(0, None)
+        a.grid(axis="y", alpha=0.3)
+        a.tick_params(labelsize=8)
+        a.title.set_fontsize(10)
+    fig.suptitle(f"build host ({host}), not the target", fontsize=9, color="#555")
+    fig.tight_layout()
+    image = _png(fig)
+    plt.close(fig)
+    return image
