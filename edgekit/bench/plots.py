@@ -157,11 +157,12 @@ def tradeoff_plot(points: list[dict[str, Any]], budget_mib: float, floor: float,
         if p["recommended"]:
             ax.scatter([p["memory_mib"]], [p["y"]], s=480, facecolors="none", edgecolors="#2e8b57", linewidths=2.5)
     ax.axvline(budget_mib, color="#c0392b", lw=1.5, label=f"memory budget {budget_mib:,.0f} MiB")
-    right = max(budget_mib, max(p["memory_mib"] for p in shown)) * 1.08
-    ax.set_xlim(0, right)
+    # log memory axis: a model of 80 MiB and a 5,000 MiB budget both stay readable
+    ax.set_xscale("log")
+    ax.set_xlim(min(p["memory_mib"] for p in shown) / 1.6, max(budget_mib, max(p["memory_mib"] for p in shown)) * 1.6)
     ax.set_yscale("log")
     ax.set_ylim(bottom / 2, max(p["y"] for p in shown) * 5)
-    ax.set(xlabel=f"memory needed on {target} (MiB)", ylabel="mean KL vs fp model (nats/token, log)")
+    ax.set(xlabel=f"memory needed on {target} (MiB, log)", ylabel="mean KL vs fp model (nats/token, log)")
     ax.set_title("size × quality, colour = predicted decode tok/s", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper right", fontsize=8)

@@ -17,6 +17,7 @@ from edgekit.fileio import write_text_atomic
 from edgekit.pipeline import summary as s
 from edgekit.predict import sig3
 
+SMALL_MODEL_BYTES = 100 * 2**20  # below this per token, the calibration (0.6-40 GB per token) does not reach
 HOST_NOTE = (
     "Host columns are measured on the machine that ran the build ({host}), not on the target: they show "
     "that each file runs and how the levels compare, not the device's speed. pp{pp} and {tg} are the "
@@ -48,10 +49,16 @@ def _speed_line(m: dict[str, Any], ship: dict[str, Any]) -> str:
         return f"Decode on the device: {sig3(rec['decode_tokens_per_s'])} tokens/s, measured there."
     if not p:
         return ""
+    small = ""
+    if p["weight_bytes_per_token"] < SMALL_MODEL_BYTES:
+        small = (
+            " The calibration runs read 0.6–40 GB per token; at a few MiB per token the runtime's fixed "
+            "per-token work, not memory bandwidth, sets the pace, so take this figure as an upper bound."
+        )
     return (
         f"Decode on {m['target']}: {sig3(p['decode_tokens_per_s'])} tokens/s predicted "
         f"({sig3(p['decode_low_tokens_per_s'])}–{sig3(p['decode_high_tokens_per_s'])}), at its full "
-        f"{p['context']:,}-token context: {p['note']}. Measure it there with the llama-bench command below."
+        f"{p['context']:,}-token context: {p['note']}.{small} Measure it there with the llama-bench command below."
     )
 
 
