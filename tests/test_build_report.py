@@ -148,3 +148,52 @@ def test_report_of_a_manifest_without_lineage_or_bench_says_what_is_missing(tmp_
     text = report.markdown(m)
     assert "no lineage rows" in text and "No bench was run" in text
     assert "host tg128" not in text
+
+
+def test_a_bundle_written_from_real_files_carries_lineage_predictions_and_its_report(make_tiny_hf, tmp_path):
+    """write_bundle + add_report_fields on a real (F16) GGUF and tiny HF models, without llama.cpp."""
+    from edgekit.export.gguf import write_gguf
+    from edgekit.models import load_model, load_tokenizer
+    from edgekit.pipeline.bundle import read_manifest, write_bundle
+
+    teacher, student = make_tiny_hf("llama"), make_tiny_hf("llama", seed=1)
+    export = tmp_path / "work" / "export"
+    (export / "gguf").mkdir(parents=True)
+    gguf = write_gguf(load_model(student), load_tokenizer(student), export / "gguf" / "m-F16.gguf", "F16")
+    profile = load_target("raspberry-pi-5")
+    artifact = {"path": "gguf/m-F16.gguf", "format": "gguf", "quant": "F16", "file_size_bytes": gguf.stat().st_size}
+    manifest = {
+        "target": profile.name,
+        "teacher": {"source": str(teacher), "name": "tiny", "fingerprint": "x"},
+        "student": {"parameters": 1000},
+        "stages": [{"name": "distill", "key": "k", "seconds": 1.5, "skipped": False}],
+        "artifacts": [{**artifact, "verification": {"mean_kl": 1e-4, "top1": 0.99, "passed": True}, "bench": None}],
+        "bench": None,
+        "recommended": {"artifact": artifact["path"], "quant": "F16", "basis": "size", "reason": "the only one"},
+    }
+    summary.add_report_fields(
+        manifest,
+        profile=profile,
+        export_dir=export,
+        model_path=student,
+        stage_models=[("teacher", teacher), ("distill", student)],
+        stage_seconds={"distill": 1.5},
+    )
+    [t, d] = manifest["lineage"]
+    assert t["mean_kl_vs_teacher"] == pytest.approx(0, abs=1e-9) and t["top1_vs_teacher"] == 1.0
+    assert d["mean_kl_vs_teacher"] > 0 and d["perplexity"] > 1 and d["seconds"] == 1.5 and d["parameters"] > 0
+    p = manifest["artifacts"][0]["predicted"]
+    assert p["kv_bytes"] > 0 and p["basis"] == "calibrated" and p["decode_low_tokens_per_s"] < p["decode_tokens_per_s"]
+    bundle = write_bundle(
+        tmp_path / "bundle",
+        export_dir=export,
+        artifacts=[artifact],
+        model_dir=student,
+        target_file=Path(profile.source),
+        report_dir=None,
+        manifest=manifest,
+    )
+    written = read_manifest(bundle)
+    files = {f["path"]: f["sha256"] for f in written["files"]}
+    assert {"report.md", "report.html", "gguf/m-F16.gguf"} <= set(files)
+    assert files["gguf/m-F16.gguf"] in (bundle / "report.html").read_text()
