@@ -43,12 +43,15 @@ class Run:
     profile: str
     bandwidth_gbs: float
     split: str
+    runtime: str
     context: int
     decode: float  # published tokens/s
     prefill: float | None
     source: str
     config: SimpleNamespace | None  # None: ``weight_bytes`` (the published file size) stands for the reads
     weight_bytes: int | None = None
+    kv_bytes: int = 0  # with ``weight_bytes``: the KV bytes read per token, when the run states them
+    format: str = "gguf"  # "onnx": an ONNX Runtime GenAI run, fitting ``onnx_decode_efficiency``
 
     @property
     def weights(self) -> float:
@@ -58,7 +61,7 @@ class Run:
 
     @property
     def kv(self) -> float:
-        return 0 if self.config is None else kv_cache_bytes(self.config, self.context)
+        return self.kv_bytes if self.config is None else kv_cache_bytes(self.config, self.context)
 
     @property
     def bytes_per_token(self) -> float:
@@ -91,12 +94,15 @@ def load_runs(path: Path = DATA) -> list[Run]:
                 device["profile"],
                 device["memory_bandwidth_gbs"],
                 r["split"],
+                r["runtime"],
                 r["context"],
                 r["decode_tokens_per_s"],
                 r.get("prefill_tokens_per_s"),
                 r["source"],
                 models.get(r["model"]),
                 r.get("weight_bytes"),
+                r.get("kv_bytes", 0),
+                r.get("format", "gguf"),
             )
         )
     return runs
@@ -106,7 +112,9 @@ def fit(runs: list[Run]) -> dict[str, dict]:
     """Per profile: the [calibration] figures its calibration runs give."""
     fitted = {}
     for profile in sorted({r.profile for r in runs}):
-        cal = [r for r in runs if r.profile == profile and r.split == "calibration"]
+        both = [r for r in runs if r.profile == profile and r.split == "calibration"]
+        cal = [r for r in both if r.format == "gguf"]
+        onnx = [r.efficiency for r in both if r.format == "onnx"]
         if not cal:
             continue
         eff = [r.efficiency for r in cal]
@@ -118,6 +126,7 @@ def fit(runs: list[Run]) -> dict[str, dict]:
             "decode_efficiency_low": round(low, EFFICIENCY_DECIMALS),
             "decode_efficiency_high": round(min(high, 1.0), EFFICIENCY_DECIMALS),
             "prefill_gflops": float(predict.sig3(statistics.median(gflops)).replace(",", "")) if gflops else None,
+            "onnx_decode_efficiency": round(statistics.median(onnx), EFFICIENCY_DECIMALS) if onnx else None,
             "devices": sorted({r.device_name for r in cal}),
         }
     return fitted
@@ -133,7 +142,7 @@ def predictions(runs: list[Run]) -> list[tuple[Run, predict.Prediction, predict.
     out = []
     for r in runs:
         target = on_device(load_target(r.profile), r.bandwidth_gbs)
-        decode = predict.decode(target, r.weights, r.kv, "gguf")
+        decode = predict.decode(target, r.weights, r.kv, r.format)
         prefill = None
         if r.prefill is not None and r.config is not None:
             prefill = predict.prefill(target, count_params(r.config))
@@ -151,12 +160,12 @@ def _errors(ratios: list[float]) -> str:
 def report(runs: list[Run]) -> str:
     rows = predictions(runs)
     lines = [
-        "| split | device | model | level | published tok/s | predicted (range) | pred ÷ pub | efficiency |",
-        "|:--|:--|:--|:--|--:|--:|--:|--:|",
+        "| split | device | model | level | runtime | published tok/s | predicted (range) | pred ÷ pub | efficiency |",
+        "|:--|:--|:--|:--|:--|--:|--:|--:|--:|",
     ]
     for r, d, _ in rows:
         lines.append(
-            f"| {r.split} | {r.device_name} | {r.model} | {r.level} | {predict.sig3(r.decode)} | "
+            f"| {r.split} | {r.device_name} | {r.model} | {r.level} | {r.runtime} | {predict.sig3(r.decode)} | "
             f"{d.text()} | {d.tokens_per_s / r.decode:.2f} | {r.efficiency:.2f} |"
         )
     prefill = [(r, p) for r, _, p in rows if p is not None]
@@ -189,7 +198,8 @@ def check(runs: list[Run]) -> list[str]:
         if cal is None:
             problems.append(f"{profile}: no [calibration], fit gives {fitted}")
             continue
-        for key in ("decode_efficiency", "decode_efficiency_low", "decode_efficiency_high", "prefill_gflops"):
+        keys = ("decode_efficiency", "decode_efficiency_low", "decode_efficiency_high", "prefill_gflops")
+        for key in (*keys, "onnx_decode_efficiency"):
             if getattr(cal, key) != fitted[key]:
                 problems.append(f"{profile}: {key} is {getattr(cal, key)}, the fit gives {fitted[key]}")
     return problems
