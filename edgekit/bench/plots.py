@@ -33,8 +33,14 @@ def _kl(r: dict[str, Any]) -> float | None:
 
 
 def pareto_plot(measured: list[dict[str, Any]], recommended: str | None) -> str | None:
-    """File size vs mean KL (log), coloured by decode tokens/s; the frontier dashed, the pick ringed."""
-    points = [(r["file_size_bytes"] / MiB, _kl(r), r["decode_tokens_per_s"]["median"], r["quant"]) for r in measured]
+    """File size vs mean KL (log), coloured by the target's predicted decode tokens/s (the host's when there is
+    no target); the frontier dashed, the pick ringed."""
+    on_target = all(r.get("predicted_decode_tokens_per_s") for r in measured)
+
+    def speed(r: dict[str, Any]) -> float:
+        return r["predicted_decode_tokens_per_s"] if on_target else r["decode_tokens_per_s"]["median"]
+
+    points = [(r["file_size_bytes"] / MiB, _kl(r), speed(r), r["quant"]) for r in measured]
     points = sorted(p for p in points if p[1] is not None)
     if not points:
         return None
@@ -60,11 +66,12 @@ def pareto_plot(measured: list[dict[str, Any]], recommended: str | None) -> str 
         if name == recommended:
             ax.scatter([size], [kl], s=420, facecolors="none", edgecolors="#2e8b57", linewidths=2.5, zorder=3)
     ax.set(xlabel="file size (MiB)", ylabel="mean KL vs fp model (nats/token, log scale)", yscale="log")
-    ax.set_title("Size vs quality loss; colour = decode tokens/s (host)", fontsize=11)
+    where = "target, predicted" if on_target else "this host, measured"
+    ax.set_title(f"Size vs quality loss; colour = decode tokens/s ({where})", fontsize=11)
     ax.margins(x=0.18, y=0.25)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper right", fontsize=9)
-    fig.colorbar(sc, ax=ax, label="decode tokens/s (median)")
+    fig.colorbar(sc, ax=ax, label=f"decode tokens/s ({where})")
     image = _png(fig)
     plt.close(fig)
     return image
@@ -86,15 +93,20 @@ def level_bars(measured: list[dict[str, Any]], budget_mib: float | None) -> str 
         yerr=[[d["median"] - d["p10"] for d in decode], [d["p90"] - d["median"] for d in decode]],
         capsize=4,
     )
-    axes[0].set(title="decode (median, p10–p90)", ylabel="tokens/s")
+    axes[0].set(title="decode on this host (median, p10–p90)", ylabel="tokens/s")
     axes[1].bar(names, [r["peak_rss_bytes"] / MiB for r in measured], color="#e0823d")
-    title = "peak RSS" + (f" (budget {budget_mib:,.0f} MiB)" if budget_mib else "")
-    axes[1].set(title=title, ylabel="MiB")
+    if budget_mib:
+        axes[1].axhline(budget_mib, color="#c0392b", lw=1.5, label=f"budget {budget_mib:,.0f} MiB")
+        axes[1].set_yscale("log")  # a 100 MiB peak and a 5,000 MiB budget on one readable axis
+        axes[1].legend(fontsize=8)
+    axes[1].set(title="peak RSS (this host)", ylabel="MiB")
     if panels == 3:
         from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-        axes[2].bar(names, [_kl(r) or 0 for r in measured], color="#7a5cb8")
+        kls = [_kl(r) or 0 for r in measured]
+        axes[2].bar(names, kls, color="#7a5cb8")
         axes[2].set(title="quality loss", ylabel="mean KL vs fp (nats/token)", yscale="log")
+        axes[2].set_ylim(_log_floor(kls), max(kls) * 3)  # every bar starts below the axis bottom: none is cut
         axes[2].yaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # labels at 1 and 3 of each decade
         axes[2].yaxis.set_major_formatter(FormatStrFormatter("%.0e"))
         axes[2].yaxis.set_minor_formatter(NullFormatter())
