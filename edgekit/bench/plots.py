@@ -141,6 +141,43 @@ def tradeoff_plot(points: list[dict[str, Any]], budget_mib: float, floor: float,
     plt = _pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100, gridspec_kw={"width_ratios": [1.35, 1]})
     kls = [p["kl"] for p in points if p["kl"] is not None]
+    if kls:
+        _quality_panel(ax, plt, points, kls, budget_mib, floor, target)
+        speeds = [p["speed"] for p in points]
+        norm = plt.Normalize(min([*speeds, floor]), max([*speeds, floor]))
+        sm = plt.cm.ScalarMappable(norm=norm, cmap="viridis")
+        fig.colorbar(sm, ax=ax, label=f"decode on {target}, predicted (tok/s)")
+    else:  # no quality was measured: spread the levels by their predicted speed instead
+        _speed_panel(ax, points, budget_mib, floor, target)
+    names = [p["level"] for p in points]
+    mids = [p["speed"] for p in points]
+    err = [
+        [m - p["low"] for m, p in zip(mids, points, strict=True)],
+        [p["high"] - m for m, p in zip(mids, points, strict=True)],
+    ]
+    colours = ["#3b7dd8" if m >= floor else "#c0392b" for m in mids]
+    bx.barh(names, mids, xerr=err, color=colours, capsize=4)
+    bx.axvline(floor, color="#c0392b", ls="--", lw=1.5, label=f"speed floor {floor:g} tok/s")
+    bx.set_xlim(0, max([*(p["high"] for p in points), floor]) * 1.15)
+    bx.invert_yaxis()
+    bx.set(xlabel="tokens/s (bar: calibrated figure; whisker: range)")
+    bx.set_title(f"decode on {target}, predicted", fontsize=10)
+    bx.legend(loc="lower right", fontsize=8)
+    bx.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    image = _png(fig)
+    plt.close(fig)
+    return image
+
+
+def _label(ax, points_xy: list[tuple[float, float, str]], alternate: bool = True) -> None:
+    """Level names beside their points; ``alternate``: above and below in turn so close neighbours do not overlap."""
+    for i, (x, y, name) in enumerate(sorted(points_xy)):
+        dy = (8 if i % 2 == 0 else -14) if alternate else -4
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(12, dy), fontsize=9)
+
+
+def _quality_panel(ax, plt, points, kls, budget_mib: float, floor: float, target: str) -> None:
     bottom = _log_floor(kls)
     shown = [{**p, "y": max(p["kl"], bottom) if p["kl"] is not None else bottom} for p in points]
     shown.sort(key=lambda p: p["memory_mib"])
@@ -165,40 +202,46 @@ def tradeoff_plot(points: list[dict[str, Any]], budget_mib: float, floor: float,
             linewidths=2 if not ok else 1,
             zorder=3,
         )
-        ax.annotate(p["level"], (p["memory_mib"], p["y"]), textcoords="offset points", xytext=(8, 6), fontsize=9)
         if p["recommended"]:
             ax.scatter([p["memory_mib"]], [p["y"]], s=480, facecolors="none", edgecolors="#2e8b57", linewidths=2.5)
-    ax.axvline(budget_mib, color="#c0392b", lw=1.5, label=f"memory budget {budget_mib:,.0f} MiB")
-    # log memory axis: a model of 80 MiB and a 5,000 MiB budget both stay readable
-    ax.set_xscale("log")
-    ax.set_xlim(min(p["memory_mib"] for p in shown) / 1.6, max(budget_mib, max(p["memory_mib"] for p in shown)) * 1.6)
+    _label(ax, [(p["memory_mib"], p["y"], p["level"]) for p in shown])
+    _memory_axis(ax, shown, budget_mib, target)
     ax.set_yscale("log")
     ax.set_ylim(bottom / 2, max(p["y"] for p in shown) * 5)
-    ax.set(xlabel=f"memory needed on {target} (MiB, log)", ylabel="mean KL vs fp model (nats/token, log)")
+    ax.set(ylabel="mean KL vs fp model (nats/token, log)")
     ax.set_title("size × quality, colour = predicted decode tok/s", fontsize=10)
-    ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper right", fontsize=8)
-    sm = plt.cm.ScalarMappable(norm=norm, cmap="viridis")
-    fig.colorbar(sm, ax=ax, label=f"decode on {target}, predicted (tok/s)")
-    names = [p["level"] for p in points]
-    mids = [p["speed"] for p in points]
-    err = [
-        [m - p["low"] for m, p in zip(mids, points, strict=True)],
-        [p["high"] - m for m, p in zip(mids, points, strict=True)],
-    ]
-    colours = ["#3b7dd8" if m >= floor else "#c0392b" for m in mids]
-    bx.barh(names, mids, xerr=err, color=colours, capsize=4)
-    bx.axvline(floor, color="#c0392b", ls="--", lw=1.5, label=f"speed floor {floor:g} tok/s")
-    bx.set_xlim(0, max([*(p["high"] for p in points), floor]) * 1.15)
-    bx.invert_yaxis()
-    bx.set(xlabel="tokens/s (bar: calibrated figure; whisker: range)")
-    bx.set_title(f"decode on {target}, predicted", fontsize=10)
-    bx.legend(loc="lower right", fontsize=8)
-    bx.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    image = _png(fig)
-    plt.close(fig)
-    return image
+
+
+def _speed_panel(ax, points, budget_mib: float, floor: float, target: str) -> None:
+    for p in points:
+        ax.errorbar(
+            [p["memory_mib"]],
+            [p["speed"]],
+            yerr=[[p["speed"] - p["low"]], [p["high"] - p["speed"]]],
+            fmt="o",
+            color="#3b7dd8" if p["speed"] >= floor else "#c0392b",
+            capsize=4,
+        )
+        if p["recommended"]:
+            ax.scatter([p["memory_mib"]], [p["speed"]], s=420, facecolors="none", edgecolors="#2e8b57", linewidths=2.5)
+    _label(ax, [(p["memory_mib"], p["speed"], p["level"]) for p in points], alternate=False)
+    ax.axhline(floor, color="#c0392b", ls="--", lw=1.2, label=f"speed floor {floor:g} tok/s")
+    _memory_axis(ax, points, budget_mib, target)
+    ax.set_ylim(0, max(p["high"] for p in points) * 1.2)
+    ax.set(ylabel=f"decode on {target}, predicted (tok/s)")
+    ax.set_title("size × predicted speed (no quality was measured)", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def _memory_axis(ax, points, budget_mib: float, target: str) -> None:
+    """Log memory axis (an 80 MiB model and a 5,000 MiB budget both readable) with the budget line."""
+    ax.axvline(budget_mib, color="#c0392b", lw=1.5, label=f"memory budget {budget_mib:,.0f} MiB")
+    ax.set_xscale("log")
+    largest = max(p["memory_mib"] for p in points)
+    ax.set_xlim(min(p["memory_mib"] for p in points) / 1.6, max(budget_mib, largest) * 1.6)
+    ax.set(xlabel=f"memory needed on {target} (MiB, log)")
+    ax.grid(alpha=0.3, which="both")
 
 
 def stage_plot(stages: list[dict[str, Any]]) -> str | None:
@@ -211,14 +254,16 @@ def stage_plot(stages: list[dict[str, Any]]) -> str | None:
     names = [s["name"] for s in rows]
     values = [s["perplexity"] for s in rows]
     ax.bar(names, values, color=["#7a5cb8" if s.get("kind") == "stage" else "#3b7dd8" for s in rows])
-    ax.axhline(values[0], color="#444", ls="--", lw=1, label=f"teacher {values[0]:.3g}")
+    from edgekit.predict import sig3
+
+    ax.axhline(values[0], color="#444", ls="--", lw=1, label=f"teacher {sig3(values[0])}")
     for i, v in enumerate(values):
-        ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
-    ax.set_ylim(0, max(values) * 1.18)
+        ax.annotate(sig3(v), (i, v), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_ylim(0, max(values) * 1.3)
     ax.set(ylabel="perplexity on held-out text")
     ax.set_title("quality along the pipeline (lower is better)", fontsize=10)
     ax.tick_params(axis="x", labelsize=8, rotation=20)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     image = _png(fig)

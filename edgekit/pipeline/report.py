@@ -114,7 +114,7 @@ def _plots(m: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     stage = stage_plot(stages)
     if stage:
-        out.append(("The pipeline", stage))
+        out.append(("Held-out perplexity of each stage's model and of the shipped files", stage))
     bench = [a.get("bench") or {} for a in m["artifacts"]]
     hosted = host_plot(
         [a["quant"] for a in m["artifacts"]],

@@ -88,7 +88,9 @@ def artifact_rows(manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]
         headers.append(f"host pp{pp} (tok/s)")
     if tg:
         headers.append(f"host {tg} (tok/s)")
-    headers.append("host peak RSS (MiB)")
+    measured = any(a.get("bench") for a in manifest["artifacts"])
+    if measured:
+        headers.append("host peak RSS (MiB)")
     rec = (manifest.get("recommended") or {}).get("artifact")
     rows = []
     for a in manifest["artifacts"]:
@@ -107,7 +109,7 @@ def artifact_rows(manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]
             sig3(p.get("prefill_tokens_per_s")),
             kl(v.get("mean_kl")),
             sig3(v.get("top1")),
-            "yes" if v.get("passed") else "no",
+            {True: "yes", False: "no"}.get(v.get("passed"), "not run"),
             sig3(b.get("perplexity")),
             kl(b.get("mean_kl_vs_teacher")),
         ]
@@ -115,7 +117,8 @@ def artifact_rows(manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]
             row.append(sig3((b.get("prefill_tokens_per_s") or {}).get(pp)))
         if tg:
             row.append(sig3(b.get("decode_tokens_per_s")))
-        row.append(mib(b.get("peak_rss_bytes")))
+        if measured:
+            row.append(mib(b.get("peak_rss_bytes")))
         rows.append(row)
     return headers, rows
 
