@@ -149,10 +149,10 @@ def _print(profile, model: str, advice, context: int) -> None:
     b = profile.budget
     params = advice.levels[0].params if advice.levels else 0
     measured = advice.basis == "measured"
-    predicted = next((lv for lv in advice.levels if lv.basis != "measured"), None)
+    notes = {lv.format: lv.speed_note for lv in advice.levels if lv.basis != "measured"}
     speed_note = "tokens/s: central figure (range)"
-    if predicted is not None:
-        speed_note += f"; predicted: {predicted.speed_note}"
+    for fmt, note in notes.items():  # GGUF (llama.cpp) and ONNX (ONNX Runtime GenAI) can be calibrated apart
+        speed_note += f"; {fmt + ' ' if len(notes) > 1 else ''}predicted: {note}"
     if any(lv.basis == "measured" for lv in advice.levels):
         speed_note += "; measured on the device where basis says measured"
     table = Table(
