@@ -113,3 +113,34 @@ def test_kv_shapes_come_from_an_onnx_genai_config(tmp_path):
     )
     assert predict.kv_bytes_for_artifact(tmp_path, 1000) == 2 * 4 * 2 * 64 * 1000 * 2
     assert predict.kv_bytes_for_artifact(tmp_path / "nothing", 1000) is None
+
+
+LLAMA_32_3B = {  # https://huggingface.co/meta-llama/Llama-3.2-3B/blob/main/config.json
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 24,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 128256,
+    "tie_word_embeddings": True,
+}
+
+
+def test_plan_advice_flips_to_a_lower_level_when_the_calibrated_speed_falls_under_the_floor():
+    """Llama 3.2 3B on a Pi 5 (published: 4.5–4.9 tokens/s at Q4_K_M): the bare roofline would ship Q8_0."""
+    from transformers import LlamaConfig
+
+    from edgekit.advisor import advise
+
+    config = LlamaConfig(**LLAMA_32_3B)
+    pi = load_target("raspberry-pi-5")
+    floor = pi.model_copy(update={"budget": pi.budget.model_copy(update={"min_decode_tokens_per_s": 4.0})})
+    bare = floor.model_copy(update={"calibration": None})
+    assert advise(config, bare).options[0].level == "Q8_0"  # 17e9 / bytes: every level "meets" 4 tokens/s
+    calibrated = advise(config, floor)
+    q4 = next(lv for lv in calibrated.levels if lv.level == "Q4_K_M")
+    assert calibrated.options[0].level == "Q4_K_M" and 4.0 <= q4.decode_tokens_per_s <= 4.9
+    assert "calibrated" in calibrated.options[0].reason
+    # at the profile's own floor of 5 no level is fast enough: the advice is to shrink the model
+    assert advise(config, pi).choice in ("prune", "distill")
