@@ -123,8 +123,9 @@ def test_report_has_stage_rows_ship_commands_and_the_sha256_inspect_shows(bundle
 def test_inspect_and_the_report_agree_on_every_number(bundle, monkeypatch):
     shown = _inspect(bundle, monkeypatch)
     md = (bundle / "report.md").read_text()
-    _, rows = summary.artifact_rows(json.loads((bundle / "manifest.json").read_text()))
-    for row in rows:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    _, rows = summary.artifact_rows(manifest)
+    for row in rows + summary.stage_rows(manifest):
         for cell in row:
             assert cell in shown, (cell, "inspect")
             assert cell in md, (cell, "report")

@@ -80,7 +80,7 @@ def inspect(
         f"[bold]{bundle}[/]  target {manifest['target']}  teacher {teacher['source']}  "
         f"student {manifest['student']['parameters']:,} parameters"
     )
-    from edgekit.pipeline.summary import artifact_rows, ship
+    from edgekit.pipeline.summary import STAGE_HEADERS, artifact_rows, ship, stage_rows
 
     headers, rows = artifact_rows(manifest)  # the report's own table and formatting: the same numbers
     table = Table(title="artifacts (★ recommended; target columns predicted unless measured there)")
@@ -93,8 +93,15 @@ def inspect(
     console.print(f"[bold]recommended[/] {rec['artifact']} ({rec['quant']}, {rec.get('basis', '')}): {rec['reason']}")
     if shipped["sha256"]:
         console.print(f"sha256 {shipped['sha256']}", highlight=False, soft_wrap=True)
-    stages = ", ".join(f"{s['name']} {s['seconds']:.0f} s" for s in manifest["stages"])
-    console.print(f"[dim]stages: {stages}; {len(manifest['files'])} files with sha256 in manifest.json[/]")
+    pipeline = Table(title="pipeline (held-out perplexity; KL and top-1 against the teacher)")
+    for i, col in enumerate(STAGE_HEADERS):
+        pipeline.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in stage_rows(manifest):
+        pipeline.add_row(*row)
+    console.print(pipeline)
+    console.print(
+        f"[dim]{len(manifest['files'])} files with sha256 in manifest.json; report.html tells the whole story[/]"
+    )
 
 
 def register(app: typer.Typer) -> None:
