@@ -191,11 +191,22 @@ def ship(manifest: dict[str, Any], bundle: str = ".") -> dict[str, Any]:
             ]
     onnx = [a for a in manifest["artifacts"] if a["format"] == "onnx"]
     if onnx:
-        snippet = (
-            f"python -c \"import onnxruntime_genai as og; m = og.Model('{bundle}/{onnx[0]['path']}'); "
-            "t = og.Tokenizer(m); p = og.GeneratorParams(m); p.set_search_options(max_length=128); "
-            "g = og.Generator(m, p); g.append_tokens(t.encode('Once upon a time')); "
-            '[g.generate_next_token() for _ in range(64)]; print(t.decode(g.get_sequence(0)))"'
+        onnx_dir = f"{bundle}/{onnx[0]['path']}"
+        snippet = "\n".join(
+            [
+                "python - <<'EOF'",
+                "import onnxruntime_genai as og",
+                f"model = og.Model({onnx_dir!r})",
+                "tokenizer = og.Tokenizer(model)",
+                "params = og.GeneratorParams(model)",
+                "params.set_search_options(max_length=128)",
+                "generator = og.Generator(model, params)",
+                "generator.append_tokens(tokenizer.encode('Once upon a time'))",
+                "while not generator.is_done():",
+                "    generator.generate_next_token()",
+                "print(tokenizer.decode(generator.get_sequence(0)))",
+                "EOF",
+            ]
         )
         commands.append((f"ONNX Runtime GenAI ({onnx[0]['quant']})", snippet))
     target = manifest.get("target", "TARGET")
