@@ -136,7 +136,7 @@ def test_figures_have_three_significant_figures_and_llama_bench_columns(bundle):
     assert "host pp512 (tok/s)" in headers and "host tg128 (tok/s)" in headers
     q4 = dict(zip(headers, rows[0], strict=True))
     assert q4["host tg128 (tok/s)"] == "3,370" and q4["host pp512 (tok/s)"] == "4,480"  # not 3,365.9
-    assert q4["decode on raspberry-pi-5, predicted (tok/s)"] == "1,230 (1,110–1,360)"
+    assert q4["target decode (tok/s)"] == "1,230 (1,110–1,360)"
     assert q4["file (MiB)"] == "2.24" and q4["KL vs fp (nats/tok)"] == "0.0123"
 
 

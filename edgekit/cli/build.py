@@ -83,7 +83,7 @@ def inspect(
     from edgekit.pipeline.summary import STAGE_HEADERS, artifact_rows, ship, stage_rows
 
     headers, rows = artifact_rows(manifest)  # the report's own table and formatting: the same numbers
-    table = Table(title="artifacts (★ recommended; target columns predicted unless measured there)")
+    table = Table(title=f"artifacts (★ recommended; target = {manifest['target']}, predicted unless measured there)")
     for i, col in enumerate(headers):
         table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:

@@ -156,6 +156,12 @@ def markdown(m: dict[str, Any], bundle: str = ".") -> str:
             lines += [f"{label}:", "", "```bash", command, "```", ""]
     headers, rows = s.artifact_rows(m)
     lines += ["## Levels built", "", _md_table(headers, rows), ""]
+    lines += [
+        f"Target columns are for {m['target']}: predictions (calibrated on published runs; the range in "
+        "brackets), or measurements on it where the bench ran there. KL vs fp, top-1 and verified: the verify "
+        "stage's gate; ppl and KL vs teacher: the bench's held-out tokens. ★ = recommended.",
+        "",
+    ]
     note = _host_note(m)
     if note:
         lines += [note, ""]
@@ -236,8 +242,9 @@ def html_page(m: dict[str, Any], bundle: str = ".") -> str:
     body += ["<h2>Levels built</h2>", _html_table(headers, rows, host_from)]
     note = _host_note(m)
     body.append(
-        "<p class=note>Target columns are predictions for the device (calibrated on published runs; the "
-        "range in brackets), or measurements on it where the bench ran there. ★ = recommended."
+        f"<p class=note>Target columns are for {esc(m['target'])}: predictions (calibrated on published runs; "
+        "the range in brackets), or measurements on it where the bench ran there. KL vs fp, top-1 and verified: "
+        "the verify stage's gate; ppl and KL vs teacher: the bench's held-out tokens. ★ = recommended."
         + (f" {esc(note)}" if note else "")
         + "</p>"
     )
