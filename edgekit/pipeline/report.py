@@ -70,7 +70,7 @@ def _host(m: dict[str, Any]) -> str:
 
 
 def _host_note(m: dict[str, Any]) -> str | None:
-    pp, tg = s._host_columns(m)
+    pp, tg = s.host_columns(m)
     if not (pp or tg):
         return None
     n = tg[2:] if tg and tg.startswith("tg") and tg[2:] else "the suite's"

@@ -59,7 +59,7 @@ def sha256_of(manifest: dict[str, Any], path: str) -> str | None:
     return next((f["sha256"] for f in manifest.get("files", []) if f["path"] == path), None)
 
 
-def _host_columns(manifest: dict[str, Any]) -> tuple[str | None, str | None]:
+def host_columns(manifest: dict[str, Any]) -> tuple[str | None, str | None]:
     """The llama-bench-comparable host columns this bench measured: ("pp512", "tg128") when present."""
     bench = [a.get("bench") or {} for a in manifest["artifacts"]]
     lengths = sorted({int(k) for b in bench for k in (b.get("prefill_tokens_per_s") or {})})
@@ -70,7 +70,7 @@ def _host_columns(manifest: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def artifact_rows(manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) of the artifact table: target predictions, verification, then host measurements."""
-    pp, tg = _host_columns(manifest)
+    pp, tg = host_columns(manifest)
     headers = [  # the target is named in the table's title and note: headers stay narrow enough to read
         "level",
         "file (MiB)",
