@@ -198,7 +198,9 @@ def tiny_config(spec: TinySpec) -> Any:
     if "query_pre_attn_scalar" in AutoConfig.for_model(spec.arch).to_dict():
         kwargs["query_pre_attn_scalar"] = kwargs["head_dim"]
     if family.swa_cache:  # alternate sliding / full so both kinds are exercised
-        kwargs["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(spec.num_layers)]
+        kwargs["layer_types"] = [
+            "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(spec.num_layers)
+        ]
     if kwargs.pop("rope_theta") != 10000.0:
         kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": spec.rope_theta}
     return AutoConfig.for_model(spec.arch, **kwargs)

@@ -51,7 +51,6 @@ QWEN_25_05B = {
 }
 
 
-
 def _dense(model_type, hidden, inter, layers, heads, kv, vocab, tie, **extra) -> dict:
     return {
         "model_type": model_type,

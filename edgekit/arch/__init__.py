@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from edgekit.arch.base import Family, head_dim, kv_rows, layer_types, q_rows, rope_theta
+from edgekit.arch.base import Family, head_dim, keep_layers, kv_rows, layer_types, q_rows, rope_theta
 from edgekit.arch.shapes import (
     count_params,
     decode_bytes_per_token,
@@ -70,6 +70,7 @@ __all__ = [
     "decode_bytes_per_token",
     "family_of",
     "head_dim",
+    "keep_layers",
     "kv_cache_bytes",
     "kv_rows",
     "layer_types",

@@ -163,3 +163,16 @@ def layer_types(config) -> list[str]:
     uses = getattr(config, "use_sliding_window", True)  # qwen2/3 gate the window with this flag
     kind = "sliding_attention" if window and uses else "full_attention"
     return [kind] * config.num_hidden_layers
+
+
+def keep_layers(config, kept: list[int]) -> None:
+    """Make ``config``'s per-layer lists describe only layers ``kept`` (in place), and its layer count."""
+    from edgekit.arch import family_of
+
+    for key in family_of(config).per_layer_lists:
+        values = getattr(config, key, None)
+        if values and len(values) == config.num_hidden_layers:
+            setattr(config, key, [values[i] for i in kept])
+    if getattr(config, "max_window_layers", None) is not None:
+        config.max_window_layers = min(config.max_window_layers, len(kept))
+    config.num_hidden_layers = len(kept)

@@ -17,7 +17,12 @@ FAMILIES = (
         mlp_bias=True,
         embedding_scale=lambda config: float(config.embedding_multiplier),
         gguf_arch="granite",
-        tiny={"embedding_multiplier": 6.0, "residual_multiplier": 0.5, "attention_multiplier": 0.05, "logits_scaling": 4.0},
+        tiny={
+            "embedding_multiplier": 6.0,
+            "residual_multiplier": 0.5,
+            "attention_multiplier": 0.05,
+            "logits_scaling": 4.0,
+        },
         gguf_permute_qk=True,  # converted as a LlamaModel subclass
         write_gguf_hparams=_hparams,
     ),

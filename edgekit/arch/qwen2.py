@@ -9,7 +9,9 @@ FAMILIES = (
         attn_bias="qkv",
         gguf_arch="qwen2",
         tiny={"use_sliding_window": False},
-        refuse_gguf=lambda c: q_width_is_hidden(c, "llama.cpp's qwen2 loader sizes attn_q and attn_output as hidden × hidden"),
+        refuse_gguf=lambda c: q_width_is_hidden(
+            c, "llama.cpp's qwen2 loader sizes attn_q and attn_output as hidden × hidden"
+        ),
         warn_gguf=lambda config, context: window_ignored(config, context, "llama.cpp's qwen2 graph"),
     ),
 )

@@ -16,10 +16,12 @@ def prune_model(
 
     ``check_gguf`` refuses, before any work, a plan whose result llama.cpp could not load.
     """
+    from edgekit.arch import family_of
     from edgekit.errors import UnsupportedModelError
     from edgekit.models import count_parameters
     from edgekit.prune.compat import gguf_problems
 
+    family_of(model.config)  # fail closed: only registered families can be cut
     if check_gguf and (problems := gguf_problems(planned_config(model.config, plan))):
         raise UnsupportedModelError(problems[0])
     scores = score(model, calibration_ids, criterion)
