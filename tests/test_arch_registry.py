@@ -58,5 +58,5 @@ def test_kv_cache_counts_only_the_window_where_llama_cpp_does():
 def test_unknown_family_is_refused_naming_the_supported_ones():
     from transformers import AutoConfig
 
-    with pytest.raises(UnsupportedModelError, match="gpt2.*supported: llama"):
+    with pytest.raises(UnsupportedModelError, match=r"gpt2.*supported: llama"):
         family_of(AutoConfig.for_model("gpt2"), "teacher/")

@@ -1,7 +1,7 @@
 """Shapes a pruned model must keep so that every runtime can still load it.
 
-HF accepts any head_dim, but llama.cpp's loaders are stricter for some families (rules in edgekit/arch). Checked before any
-weights are touched, so a pruning run never produces a model that the export stage then rejects.
+HF accepts any head_dim, but llama.cpp's loaders are stricter for some families (rules in edgekit/arch).
+Checked before any weights are touched, so a pruning run never produces a model that the export stage then rejects.
 """
 
 from __future__ import annotations
