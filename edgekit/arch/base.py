@@ -71,6 +71,7 @@ class Family:
     warn_gguf: Callable[[Any, int], list[str]] = lambda config, context: []  # runs, but differs
     write_gguf_hparams: Callable[[Any, Any], None] = lambda writer, config: None  # family keys
     gguf_extra_tensors: Callable[[Any], dict[str, Any]] = lambda config: {}  # name -> np.ndarray
+    gguf_own_rope_scaling: bool = False  # the family writes its RoPE scaling itself (Phi-3 longrope)
     tiny: dict[str, Any] = field(default_factory=dict)  # extra config keys for tiny test models
 
     # -- modules -----------------------------------------------------------------------------
@@ -144,6 +145,13 @@ def q_rows(config) -> int:
 
 def kv_rows(config) -> int:
     return config.num_key_value_heads * head_dim(config)
+
+
+def rope_dims(config) -> int:
+    """Rotary dimensions per head: head_dim × partial_rotary_factor (Phi-4-mini rotates 3/4)."""
+    params = getattr(config, "rope_parameters", None) or {}
+    factor = params.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) or 1.0
+    return int(head_dim(config) * factor)
 
 
 def rope_theta(config, layer_type: str = "full_attention") -> float:

@@ -5,15 +5,8 @@ import math
 
 import numpy as np
 
-from edgekit.arch.base import Family, head_dim
+from edgekit.arch.base import Family, rope_dims
 from edgekit.arch.rules import q_width_is_hidden, window_ignored
-
-
-def rope_dims(config) -> int:
-    """Rotary dimensions per head: head_dim × partial_rotary_factor."""
-    params = getattr(config, "rope_parameters", None) or {}
-    factor = params.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)) or 1.0
-    return int(head_dim(config) * factor)
 
 
 def _longrope(config) -> dict | None:
@@ -33,7 +26,6 @@ def _refuse(config) -> list[str]:
 
 
 def _hparams(writer, config) -> None:
-    writer.add_rope_dimension_count(rope_dims(config))
     scaling = _longrope(config)
     if scaling:
         original = int(scaling.get("original_max_position_embeddings") or config.original_max_position_embeddings)
@@ -65,5 +57,6 @@ FAMILIES = (
         warn_gguf=lambda config, context: window_ignored(config, context, "llama.cpp (Phi SWA is disabled there)"),
         write_gguf_hparams=_hparams,
         gguf_extra_tensors=_extra,
+        gguf_own_rope_scaling=True,
     ),
 )

@@ -6,7 +6,7 @@ Checked before any weights are touched, so a pruning run never produces a model 
 
 from __future__ import annotations
 
-from edgekit.arch import family_of, head_dim
+from edgekit.arch import head_dim
 
 QK_K = 256  # llama.cpp K-quant super-block: weights per row must be a multiple of this
 
@@ -14,11 +14,10 @@ QK_K = 256  # llama.cpp K-quant super-block: weights per row must be a multiple 
 def gguf_problems(config) -> list[str]:
     """Why a model of this (pruned) config would not load in llama.cpp; empty when it would.
 
-    The rules are the family's (edgekit/arch/<family>.py ``refuse_gguf``)."""
-    family = family_of(config)
-    if family.gguf_arch is None:
-        return [f"{config.model_type}: no GGUF export ({family.gguf_refusal})"]
-    return family.refuse_gguf(config)
+    The rules are the family's (edgekit/arch/<family>.py ``refuse_gguf``) plus RoPE scaling."""
+    from edgekit.export.gguf import gguf_refusals
+
+    return gguf_refusals(config)
 
 
 def k_quant_misfits(config) -> dict[str, int]:
