@@ -12,7 +12,10 @@ console = Console()
 
 
 def distill(
-    teacher: str = typer.Argument(..., help="Teacher: HF folder, Hub id, or 'demo' (the built-in demo teacher)."),
+    teacher: str = typer.Argument(
+        ...,
+        help="Teacher: HF folder, Hub id, or 'demo'. Any causal LM transformers loads can teach (only its forward pass is used); deriving a student from it needs a family edgekit supports (docs/families.md).",
+    ),
     student: str = typer.Option(None, "--student", "-s", help="Existing student folder. Default: derive one."),
     layers: int = typer.Option(
         None, "--layers", "-l", help="Layers of the derived student (every k-th teacher layer). Default: half."

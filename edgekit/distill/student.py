@@ -75,7 +75,9 @@ def _first_structures(config, layers, hidden, inter, heads, kv, lenient: bool):
     if not lenient:
         too_big = [f"{k}={v} > {limits[k]}" for k, v in sizes.items() if v > limits[k]]
         if kv > c.num_key_value_heads or heads % kv or per_group > group_size(c):
-            too_big.append(f"heads={heads}/kv_heads={kv} is not a subset of {c.num_attention_heads}/{c.num_key_value_heads}")
+            too_big.append(
+                f"heads={heads}/kv_heads={kv} is not a subset of {c.num_attention_heads}/{c.num_key_value_heads}"
+            )
         if too_big:
             raise ValueError("a teacher-initialised student must be no wider than its teacher: " + ", ".join(too_big))
     kv, per_group = min(kv, c.num_key_value_heads), min(per_group, group_size(c))

@@ -62,6 +62,8 @@ def build(
     teacher_config = _teacher_config(source, config.teacher.trust_remote_code)
     student_config = preflight.predicted_student_config(teacher_config, config, round_to)
     preflight.check_fits(student_config, profile, source)
+    for warning in preflight.check_runtime_rules(student_config, profile, [f for f, lv in plan.items() if lv]):
+        console.print(f"[yellow]warning:[/] {warning}")
     out = Path(out)
     n_levels = sum(len(v) for v in plan.values())
     preflight.check_disk(Path(workdir) if workdir else out, preflight.parameter_estimate(teacher_config), n_levels)
