@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit.errors import ConfigError, InputError, Problem
-from edgekit.formats import levels_for
+from edgekit.formats import level_problems
 
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -79,9 +79,9 @@ class ExportSection(_Strict):
     @classmethod
     def _known_levels(cls, value: list[str] | None, info) -> list[str] | None:
         fmt = "gguf" if info.field_name == "gguf_levels" else "onnx"
-        bad = [v for v in value or [] if v not in levels_for(fmt)]
-        if bad:
-            raise ValueError(f"{', '.join(bad)} not a {fmt} level; choose from {', '.join(levels_for(fmt))}")
+        problems = level_problems(fmt, value or [], "", "")
+        if problems:
+            raise ValueError(problems[0].message)
         return value
 
 
