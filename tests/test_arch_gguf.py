@@ -45,7 +45,8 @@ def test_f32_export_matches_pytorch_in_llama_cpp(make_tiny_hf, tmp_path, model_t
 
     model_dir = make_tiny_hf(model_type, tie_word_embeddings=model_type in TIED)
     (path,) = export_gguf(model_dir, tmp_path, ["F32"], progress=False)
-    report = verify_artifact(path, model_dir, max_tokens=256)
+    # F32 KV cache: llama.cpp's default f16 cache alone moves KL to ~3e-7 and flips near-tied top-1s
+    report = verify_artifact(path, model_dir, max_tokens=256, backend_options={"kv_f32": True})
     assert report.mean_kl <= 1e-5, report.table()
     assert report.top1 == 1.0, report.table()
 
