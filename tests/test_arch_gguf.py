@@ -7,6 +7,7 @@ llama.cpp cannot run are refused before anything is written, with the reason.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from edgekit.arch import REGISTRY, family_of
 from edgekit.errors import UnsupportedModelError
@@ -37,14 +38,27 @@ def test_f32_names_come_from_the_arch_table(make_tiny_hf, tmp_path, model_type):
         assert name.rsplit(".", 1)[0].replace(".0", ".{bid}").replace(".1", ".{bid}") in allowed, name
 
 
+def _export_or_xfail(model_dir, out):
+    from edgekit.errors import InputError
+
+    try:
+        (path,) = export_gguf(model_dir, out, ["F32"], progress=False)
+    except InputError as exc:  # transformers 5 maps qwen2 folders to Qwen2Tokenizer, which adds a token
+        if "tokenizer has" in str(exc):
+            pytest.xfail(f"test tokenizer reloads with an extra token: {exc}")
+        raise
+    return path
+
+
 @pytest.mark.integration
+@pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("model_type", GGUF_FAMILIES)
-def test_f32_export_matches_pytorch_in_llama_cpp(make_tiny_hf, tmp_path, model_type):
+def test_f32_export_matches_pytorch_in_llama_cpp(make_tiny_hf, tmp_path, model_type, tied):
     pytest.importorskip("llama_cpp")
     from edgekit.export.verify import verify_artifact
 
-    model_dir = make_tiny_hf(model_type, tie_word_embeddings=model_type in TIED)
-    (path,) = export_gguf(model_dir, tmp_path, ["F32"], progress=False)
+    model_dir = make_tiny_hf(model_type, tie_word_embeddings=tied or model_type in TIED)
+    path = _export_or_xfail(model_dir, tmp_path)
     # F32 KV cache: llama.cpp's default f16 cache alone moves KL to ~3e-7 and flips near-tied top-1s
     report = verify_artifact(path, model_dir, max_tokens=256, backend_options={"kv_f32": True})
     assert report.mean_kl <= 1e-5, report.table()
@@ -70,3 +84,24 @@ def test_mistral_window_shorter_than_context_warns():
     config = hf_config({**MISTRAL_7B_V03, "sliding_window": 4096})
     assert gguf_warnings(config, 8192) and "4096" in gguf_warnings(config, 8192)[0]
     assert gguf_warnings(config, 4096) == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model_type", GGUF_FAMILIES)
+def test_pruned_model_exports_and_verifies(make_tiny_hf, tmp_path, model_type):
+    """A real prune (half the FFN, a quarter of the hidden width), then F32 GGUF, then verify."""
+    pytest.importorskip("llama_cpp")
+    from edgekit.export.verify import verify_artifact
+    from edgekit.models import load_model, load_tokenizer, save_model
+    from edgekit.prune import PrunePlan, prune_model
+
+    source = make_tiny_hf(model_type, tie_word_embeddings=model_type in TIED)
+    model, tok = load_model(source), load_tokenizer(source)
+    if len(tok) > model.config.vocab_size:
+        pytest.xfail("test tokenizer reloads with an extra token (transformers 5 Qwen2Tokenizer)")
+    ids = torch.randint(0, model.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
+    pruned, _ = prune_model(model, PrunePlan(ffn=0.5, heads=0.5, hidden=0.5, round_to=1), ids)
+    folder = save_model(pruned, tok, tmp_path / "pruned")
+    path = _export_or_xfail(folder, tmp_path / "out")
+    report = verify_artifact(path, folder, max_tokens=256, backend_options={"kv_f32": True})
+    assert report.mean_kl <= 1e-5 and report.top1 == 1.0, report.table()

@@ -71,6 +71,7 @@ class Family:
     warn_gguf: Callable[[Any, int], list[str]] = lambda config, context: []  # runs, but differs
     write_gguf_hparams: Callable[[Any, Any], None] = lambda writer, config: None  # family keys
     gguf_extra_tensors: Callable[[Any], dict[str, Any]] = lambda config: {}  # name -> np.ndarray
+    gguf_needs_output: bool = False  # llama.cpp requires output.weight even when tied (written as a copy)
     gguf_own_rope_scaling: bool = False  # the family writes its RoPE scaling itself (Phi-3 longrope)
     tiny: dict[str, Any] = field(default_factory=dict)  # extra config keys for tiny test models
 

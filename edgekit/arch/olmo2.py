@@ -11,6 +11,7 @@ FAMILIES = (
         qk_norm="full",
         hidden_probe=None,  # no norm sees the layer input: probe the residual stream itself
         gguf_arch="olmo2",
+        gguf_needs_output=True,  # llama.cpp's olmo2 loader has no tied fallback
         refuse_gguf=no_rope_scaling,
     ),
 )

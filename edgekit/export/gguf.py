@@ -59,7 +59,7 @@ def gguf_tensors(model) -> Iterator[tuple[str, np.ndarray]]:
     c = model.config
     family = family_of(c)
     for hf_name, tensor in model.state_dict().items():
-        if hf_name == f"{family.lm_head_path}.weight" and c.tie_word_embeddings:
+        if hf_name == f"{family.lm_head_path}.weight" and c.tie_word_embeddings and not family.gguf_needs_output:
             continue
         if hf_name.endswith("rotary_emb.inv_freq"):
             continue

@@ -28,7 +28,9 @@ def compute_imatrix(model, calibration: torch.Tensor, batch: int = 4) -> tuple[d
     for module_name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
             continue
-        if module_name == family.lm_head_path and tied:  # the output product reads the embeddings
+        if (
+            module_name == family.lm_head_path and tied and not family.gguf_needs_output
+        ):  # the output product reads the embeddings
             name = "token_embd.weight"
         else:
             name = gguf_name(f"{module_name}.weight", family, model.config.num_hidden_layers)
