@@ -30,7 +30,7 @@ def test_f32_names_come_from_the_arch_table(make_tiny_hf, tmp_path, model_type):
     import gguf
 
     model_dir = make_tiny_hf(model_type, tie_word_embeddings=model_type in TIED)
-    (path,) = export_gguf(model_dir, tmp_path, ["F32"], progress=False)
+    path = _export_or_xfail(model_dir, tmp_path)
     family = family_of(load_config(model_dir))
     arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[family.gguf_arch]
     allowed = {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[arch]}
