@@ -64,3 +64,15 @@ def test_surgery_refuses_unregistered_families():
     model = AutoModelForCausalLM.from_config(config)
     with pytest.raises(UnsupportedModelError, match="gpt2"):
         apply_keep(model, keep_everything(model))
+
+
+def test_layer_prune_that_breaks_llama_cpps_nope_pattern_is_refused():
+    from edgekit.prune.compat import gguf_problems
+    from edgekit.prune.surgery import pruned_config
+
+    model = tiny_model(arch="smollm3", **{**SMALL, "num_layers": 8})  # NoPE at layers 3 and 7
+    keep = keep_everything(model)
+    for drop, refused in ((3, True), (7, False)):  # dropping 3 shifts the pattern; dropping 7 keeps it
+        kept = [i for i in range(8) if i != drop]
+        keep.layers, keep.ffn, keep.groups = kept, keep.ffn[:7], keep.groups[:7]
+        assert bool(gguf_problems(pruned_config(model.config, keep))) == refused

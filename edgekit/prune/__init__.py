@@ -6,7 +6,7 @@ from typing import Any
 
 from edgekit.prune.importance import Scores, score
 from edgekit.prune.plan import PrunePlan, budget_plan, planned_config, select
-from edgekit.prune.surgery import Keep, apply_keep
+from edgekit.prune.surgery import Keep, apply_keep, pruned_config
 
 
 def prune_model(
@@ -26,6 +26,8 @@ def prune_model(
         raise UnsupportedModelError(problems[0])
     scores = score(model, calibration_ids, criterion)
     keep = select(scores, plan, model.config)
+    if check_gguf and (problems := gguf_problems(pruned_config(model.config, keep))):  # which layers matters
+        raise UnsupportedModelError(problems[0])
     pruned = apply_keep(model, keep)
     c = pruned.config
     report = {
