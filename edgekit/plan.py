@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgekit.arch import family_of
+from edgekit.arch import shapes as arch_shapes
+from edgekit.arch.shapes import KV_BYTES_PER_VALUE  # noqa: F401 - re-exported for callers
 from edgekit.formats import level as level_info
 from edgekit.targets import TargetProfile
 
@@ -20,7 +23,6 @@ def roofline_tokens_per_s(bandwidth_gbs: float, bytes_per_token: float) -> float
     return bandwidth_gbs * 1e9 / bytes_per_token
 
 
-KV_BYTES_PER_VALUE = 2  # llama.cpp and ORT keep the KV cache in f16 by default
 RUNTIME_OVERHEAD_BYTES = 64 * 2**20  # llama.cpp context, graph and scratch buffers (measured ~40-80 MiB)
 COMPUTE_BATCH = 512  # tokens per prefill batch: sizes the logits/activation buffers
 
@@ -47,26 +49,14 @@ class LevelPlan:
         return asdict(self)
 
 
-def _head_dim(c) -> int:
-    return getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-
-
 def count_params(config) -> int:
-    """Exact parameter count of a llama / mistral / qwen2 config (tied embeddings counted once)."""
-    c, hd = config, _head_dim(config)
-    q, kv = c.num_attention_heads * hd, c.num_key_value_heads * hd
-    attn = c.hidden_size * (q + 2 * kv) + q * c.hidden_size
-    if getattr(c, "model_type", "") == "qwen2":
-        attn += q + 2 * kv  # q/k/v biases
-    mlp = 3 * c.hidden_size * c.intermediate_size
-    layer = attn + mlp + 2 * c.hidden_size
-    embeddings = c.vocab_size * c.hidden_size * (1 if c.tie_word_embeddings else 2)
-    return c.num_hidden_layers * layer + embeddings + c.hidden_size
+    """Exact parameter count of a config of any registered family (tied embeddings counted once)."""
+    return arch_shapes.count_params(family_of(config), config)
 
 
 def kv_cache_bytes(config, context: int) -> int:
-    """K and V for every layer at ``context`` tokens: 2 × layers × kv_heads × head_dim × context × 2 bytes."""
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * _head_dim(config) * context * KV_BYTES_PER_VALUE
+    """KV-cache bytes at ``context`` tokens (f16; sliding layers hold their window where llama.cpp does)."""
+    return arch_shapes.kv_cache_bytes(family_of(config), config, context)
 
 
 def overhead_bytes(config) -> int:
