@@ -59,7 +59,8 @@ def trained_model(name: str, work: Path, steps: int) -> Path:
     docs = builtin_documents()
     train = train_byte_level_bpe if tok_kind == "bpe" else train_sentencepiece_bpe
     tok = train(docs[:2000], vocab_size=2048)
-    spec = TinySpec(family, len(tok), hidden, inter, layers, heads, kv, 512, tied)
+    vocab = (len(tok) + 64) // 64 * 64  # rows to spare, as real models round up (saving may add a token)
+    spec = TinySpec(family, vocab, hidden, inter, layers, heads, kv, 512, tied)
     model = tiny_model(spec)
     model.config.bos_token_id, model.config.eos_token_id = tok.bos_token_id, tok.eos_token_id
     model.config.pad_token_id = tok.pad_token_id
@@ -77,15 +78,35 @@ def trained_model(name: str, work: Path, steps: int) -> Path:
     return save_model(model, tok, folder)
 
 
+# llama.cpp's converter, with one change: its check that a BPE pre-tokenizer is one it knows by the
+# hash of a sample's token ids. The models here train their own tokenizers (GPT-2 split regex), which
+# no table lists; the tokenizer metadata does not touch the weights, and KL is measured on token ids.
+_CONVERT = """
+import runpy, sys
+tree = sys.argv.pop(1)
+sys.path.insert(0, tree)
+import conversion.base as base
+known = base.TextModel.get_vocab_base_pre
+def pre(self, tokenizer):
+    try:
+        return known(self, tokenizer)
+    except NotImplementedError:
+        return "gpt-2"
+base.TextModel.get_vocab_base_pre = pre
+sys.argv[0] = tree + "/convert_hf_to_gguf.py"
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def llama_cpp_f32(folder: Path, out: Path, llama_cpp: Path | None) -> tuple[Path, str]:
     """F32 GGUF from llama.cpp's converter when it runs, else edgekit's writer; (path, which)."""
     if llama_cpp and (llama_cpp / "convert_hf_to_gguf.py").is_file():
-        env = {**os.environ, "PYTHONPATH": str(llama_cpp / "gguf-py")}
-        cmd = [sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(folder)]
-        cmd += ["--outtype", "f32", "--outfile", str(out)]
+        paths = [str(llama_cpp / "gguf-py"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # its own gguf-py first
+        cmd = [sys.executable, "-c", _CONVERT, str(llama_cpp), str(folder), "--outtype", "f32", "--outfile", str(out)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode == 0:
-            return out, "llama.cpp convert_hf_to_gguf.py"
+            return out, "llama.cpp convert_hf_to_gguf.py (unknown BPE pre-tokenizer hash taken as gpt-2)"
         print(f"llama.cpp's converter failed on {folder.name}: {done.stderr.strip().splitlines()[-1:]}", flush=True)
     (path,) = export_gguf(folder, out.parent, ["F32"], name=out.stem.removesuffix("-F32"), progress=False)
     return path, "edgekit writer (llama.cpp's converter unavailable)"
@@ -209,7 +230,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80, help="training steps of the non-demo models")
     parser.add_argument("--llama-cpp", type=Path, default=None, help="llama.cpp source tree (its converter)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     bpws = [float(b) for b in args.bpw.split(",") if b]
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quant-alloc."))
     results = []

@@ -130,6 +130,7 @@ def plan_mixes(
                 chosen = Allocation(_lookup(options, preset), chosen.preset_kl, budget)
         else:
             info["bits_per_weight"] = bpw
+            info["measured_kl"] = measure_mix(model, rows, base, result, {n: o.key for n, o in chosen.choice.items()})
         mixes[label] = Mix(label, level, chosen, kept, info)
     return mixes
 

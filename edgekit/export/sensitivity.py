@@ -32,7 +32,13 @@ from edgekit.export.allocate import Option, tensor_bytes
 CANDIDATES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL", "Q5_0", "Q5_1")
 FALLBACKS = {"IQ4_NL", "Q5_0", "Q5_1"}  # 32-weight blocks: probed only for rows K-quants cannot hold
 NO_IMATRIX = {"Q8_0", "F16", "F32", "BF16"}  # llama.cpp does not use an importance matrix for these
-MEASURE_LIMIT = 3e12  # forward-pass cost (weights x tokens x probes) up to which ``auto`` measures
+MEASURE_LIMIT = 2e11  # forward-pass cost (weights x tokens x probes) up to which ``auto`` measures
+MEASURE_TOKENS = 1024  # calibration tokens a measured probe runs on (a forward pass per tensor and type)
+
+
+def measure_rows(rows: torch.Tensor) -> torch.Tensor:
+    """The first calibration rows holding about MEASURE_TOKENS tokens (at least one row)."""
+    return rows[: max(1, MEASURE_TOKENS // rows.shape[1])]
 
 
 @dataclass
@@ -193,9 +199,13 @@ def probe(
     tmap = TensorMap(model, base_reader)
     files = candidate_files(base, workdir, types, imatrix)
     if method == "auto":
-        cost = sum(names.values()) * rows.numel() * len(names) * (len(files) - len(FALLBACKS))
+        cost = sum(names.values()) * measure_rows(rows).numel() * len(names) * (len(files) - len(FALLBACKS))
         method = "measure" if cost <= MEASURE_LIMIT else "fisher"
-    estimate = _measurer(model, rows, tmap) if method == "measure" else _fisher_estimator(model, rows, tmap)
+    if method == "measure":
+        rows = measure_rows(rows)
+        estimate = _measurer(model, rows, tmap)
+    else:
+        estimate = _fisher_estimator(model, rows, tmap)
     options: dict[str, list[Option]] = {name: [] for name in names}
     for (_, use), path in files.items():
         for name, kind, data in dequantized(gguf.GGUFReader(path)):
@@ -244,7 +254,7 @@ def measure_mix(model, rows: torch.Tensor, base: Path, probe_: Probe, choice: di
     import gguf
 
     tmap = TensorMap(model, gguf.GGUFReader(base))
-    meter = KLMeter(model, rows)
+    meter = KLMeter(model, measure_rows(rows))
     originals = {name: p.detach().clone() for name, p in tmap.params.items()}
     wanted: dict[Path, dict[str, str]] = {}
     for name, (kind, use) in choice.items():
