@@ -25,7 +25,7 @@ def _weights(path):
 
 def test_allocated_q4_k_m_fits_llama_cpps_size_and_records_its_types(trained_tiny_dir, tmp_path):
     (preset,) = export_gguf(trained_tiny_dir, tmp_path / "preset", ["Q4_K_M"], progress=False)
-    (mixed,) = export_gguf(trained_tiny_dir, tmp_path / "mix", ["Q4_K_M"], allocate="measure", progress=False)
+    (mixed,) = export_gguf(trained_tiny_dir, tmp_path / "mix", ["Q4_K_M"], allocate="auto", progress=False)
     ours, theirs = _weights(mixed), _weights(preset)
     assert sum(b for _, b, _ in ours.values()) <= sum(b for _, b, _ in theirs.values())
     side = read_sidecar(mixed)
@@ -33,7 +33,7 @@ def test_allocated_q4_k_m_fits_llama_cpps_size_and_records_its_types(trained_tin
     alloc = side["allocation"]
     assert alloc["types"] == {name: t for name, (t, _, _) in ours.items()}
     assert alloc["bytes"] <= alloc["budget_bytes"] == sum(b for _, b, _ in theirs.values())
-    assert alloc["method"] == "measure" and alloc["calibration_tokens"] > 0
+    assert alloc["method"] in ("measure", "fisher") and alloc["calibration_tokens"] > 0
     # the choice is measured against llama.cpp's own mix and kept only if no worse on calibration text
     assert alloc["measured_kl"] <= alloc["preset_measured_kl"] or alloc["kept_llama_cpp_mix"]
     assert set(alloc["imatrix_tensors"]) <= set(ours)
@@ -98,3 +98,24 @@ def test_kl_meter_reads_zero_for_the_fp_model_and_grows_with_noise(trained_tiny_
         small = meter()
         w.add_(torch.randn_like(w) * 0.05)
         assert meter() > small > 0
+
+
+def test_measured_and_fisher_sensitivities_agree_on_what_costs_more(trained_tiny_dir, tmp_path):
+    from edgekit.data import training_set
+    from edgekit.export.sensitivity import probe
+    from edgekit.models import load_tokenizer
+
+    (base,) = export_gguf(trained_tiny_dir, tmp_path, ["F32"], progress=False)
+    model = load_model(trained_tiny_dir)
+    rows = training_set(load_tokenizer(trained_tiny_dir), seq_len=128, max_sequences=4)
+    runs = {
+        m: probe(model, base, rows, types=("Q3_K", "Q8_0"), method=m, workdir=tmp_path / m)
+        for m in ("measure", "fisher")
+    }
+    kl = {m: {(n, o.ggml_type): o.kl for n, opts in r.options.items() for o in opts} for m, r in runs.items()}
+    assert kl["measure"].keys() == kl["fisher"].keys()
+    for (name, kind), value in kl["measure"].items():
+        if kind == "Q3_K":  # 8 bits move the model far less than 3 (measured, and by the estimate)
+            assert kl["measure"][name, "Q8_0"] < value and kl["fisher"][name, "Q8_0"] < kl["fisher"][name, kind]
+    total = {m: sum(v for (_, k), v in kl[m].items() if k == "Q3_K") for m in kl}
+    assert 0.5 < total["fisher"] / total["measure"] < 2.0  # the second-order estimate is of the right size
