@@ -133,6 +133,7 @@ def _run_stages(
             "data": data.model_dump(),
             "calibration": config.export.calibration_sequences,
             "keep_output_tensor": profile.export.keep_output_tensor,
+            "allocate": config.export.allocate,
         },
         lambda o, s: stages.run_export(
             o,
@@ -145,6 +146,7 @@ def _run_stages(
             name=_file_stem(ref.name),
             provenance={"teacher": ref.source},
             keep_output_tensor=profile.export.keep_output_tensor,
+            allocate=config.export.allocate,
         ),
     )
     artifacts = e.summary["artifacts"]
