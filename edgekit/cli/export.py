@@ -66,10 +66,10 @@ def export(
     with using([model], load):
         ref = resolve_teacher(model, trust_remote_code)
     with using([model, ref.path], load):
-        _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify)
+        _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify, allocate, bpw)
 
 
-def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify) -> None:
+def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify, allocate, bpw) -> None:
     model = Path(ref.path)
     targets = _bits_per_weight(bpw) if bpw else []
     _check_allocate(allocate, targets, fmt)
