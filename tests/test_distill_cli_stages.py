@@ -31,7 +31,9 @@ def _commands():
 def test_via_runs_every_stage_and_reports_kl_to_the_original_teacher(make_tiny_hf, tmp_path):
     teacher = make_tiny_hf("llama", num_layers=4)
     out = tmp_path / "o"
-    result = runner.invoke(app, ["distill", str(teacher), "--via", "0.5", "--student-layers", "1", "--out", str(out), *TINY])
+    result = runner.invoke(
+        app, ["distill", str(teacher), "--via", "0.5", "--student-layers", "1", "--out", str(out), *TINY]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "distill.json").read_text())
     assert [s["shape"]["layers"] for s in summary["stages"]] == [2, 1]

@@ -93,6 +93,9 @@ class ExportSection(_Strict):
     onnx_levels: list[str] | None = None
     imatrix: bool | None = None  # None: the target's setting
     calibration_sequences: PositiveInt = 16
+    # GGUF tensor types chosen per tensor from measured sensitivity within each level's size
+    # (edgekit.export.mix), probed on the build's own training text; "none": llama.cpp's mixes
+    allocate: Literal["auto", "measure", "fisher", "none"] = "auto"
 
     @field_validator("gguf_levels", "onnx_levels")
     @classmethod
