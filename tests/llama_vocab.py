@@ -28,6 +28,18 @@ QWEN35_HF = (
 )
 
 
+def _deepseek_llm_hf() -> tuple[str, ...]:
+    """DeepSeek LLM's splits as its tokenizer.json spells them (characters llama.cpp's copy has in NFC)."""
+    from edgekit.export.gguf_pretok import DEEPSEEK_LLM
+
+    letters = DEEPSEEK_LLM[1].replace("Ὗ-\u03ce", "Ὗ-\u1f7d").replace("ῐ-\u0390", "ῐ-\u1fd3")
+    letters = letters.replace("ῖ-\u038a", "ῖ-\u1fdb").replace("ℨK-ℭ", "ℨ\u212a-ℭ")  # Kelvin sign, not K
+    return (DEEPSEEK_LLM[0], letters.replace("ℤ\u03a9ℨ", "ℤ\u2126ℨ"), *DEEPSEEK_LLM[2:5])
+
+
+DEEPSEEK_LLM_HF = _deepseek_llm_hf()
+
+
 def _split(regex: str) -> dict:
     return {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
 
@@ -65,6 +77,15 @@ BYTE_LEVEL_FAMILIES = {
         ),
         False,
         {"deepseek-coder"},
+    ),
+    "deepseek-llm": (
+        _seq(
+            *(_split(r) for r in DEEPSEEK_LLM_HF),
+            _digits(True),
+            _byte_level(False),
+        ),
+        False,
+        {"deepseek-llm"},
     ),
     "falcon": (
         _seq(
