@@ -52,6 +52,7 @@ class LlamaCppBackend:
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         verbose: bool = False,
+        kv_f32: bool = False,
         **_: object,
     ):
         try:
@@ -72,6 +73,7 @@ class LlamaCppBackend:
             logits_all=False,  # see the module docstring: logits() asks for all rows itself
             verbose=verbose,
             seed=0,
+            **({"type_k": 0, "type_v": 0} if kv_f32 else {}),  # GGML_TYPE_F32: exact parity checks (default f16)
         )
         self.info = ModelInfo(
             backend="llama.cpp",
