@@ -1,9 +1,9 @@
 """Size, memory and speed of a model at each quantization level, from its config alone.
 
 No weights are loaded: parameters are counted from the config's shapes, file size is bits per weight
-× parameters, the KV cache is sized at the target's context length, and decode speed is a roofline
-*prediction*: each new token reads every weight and the whole KV cache once, so
-tokens/s ≈ memory bandwidth ÷ bytes read per token.
+× parameters, the KV cache is sized at the target's context length, and decode speed is a
+*prediction* by ``edgekit.predict``: each new token reads every weight and the whole KV cache once, at
+the fraction of the target's bandwidth its runtime was calibrated to reach on published runs.
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ class LevelPlan:
     total_bytes: int  # what the process needs
     budget_bytes: int
     fits: bool
-    decode_tokens_per_s: float  # roofline prediction unless ``basis`` says measured
+    decode_tokens_per_s: float  # calibrated prediction (edgekit.predict) unless ``basis`` says measured
     basis: str = "predicted"  # predicted | measured size (speed predicted from it) | measured
+    decode_low: float | None = None  # range of the prediction, tokens/s (equal to the figure when measured)
+    decode_high: float | None = None
+    speed_note: str = ""  # how the speed was obtained (calibration, or "measured on ...")
+    prefill_tokens_per_s: float | None = None  # prompt processing predicted from the target's compute
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,8 +74,26 @@ def plan_level(config, target: TargetProfile, level: str, context: int | None = 
     extra = overhead_bytes(config)
     total = file_bytes + kv + extra
     budget = int(target.budget.memory_mb * 2**20)
-    speed = roofline_tokens_per_s(target.hardware.memory_bandwidth_gbs, file_bytes + kv)
-    return LevelPlan(q.name, q.format, params, file_bytes, kv, extra, total, budget, total <= budget, speed)
+    from edgekit import predict  # predict sizes with this module's arithmetic
+
+    speed = predict.decode(target, predict.weight_bytes_per_token(config, q.name), kv, q.format)
+    pre = predict.prefill(target, params)
+    return LevelPlan(
+        q.name,
+        q.format,
+        params,
+        file_bytes,
+        kv,
+        extra,
+        total,
+        budget,
+        total <= budget,
+        speed.tokens_per_s,
+        decode_low=speed.low,
+        decode_high=speed.high,
+        speed_note=speed.note,
+        prefill_tokens_per_s=pre.tokens_per_s if pre else None,
+    )
 
 
 def plan_levels(config, target: TargetProfile, context: int | None = None) -> list[LevelPlan]:

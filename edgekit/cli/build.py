@@ -96,33 +96,28 @@ def inspect(
         f"[bold]{bundle}[/]  target {manifest['target']}  teacher {teacher['source']}  "
         f"student {manifest['student']['parameters']:,} parameters"
     )
-    table = Table(title="artifacts (★ recommended; paths in manifest.json)")
-    table.add_column("level", no_wrap=True)
-    for col in ("size (MiB)", "mean KL", "top-1", "verified", "decode tok/s", "peak RSS (MiB)"):
-        table.add_column(col, justify="right")
-    recommended = manifest["recommended"].get("artifact")
-    for a in manifest["artifacts"]:
-        v, b = a.get("verification", {}), a.get("bench") or {}
-        star = " ★" if a["path"] == recommended else ""
-        table.add_row(
-            f"{a['format']} {a['quant']}{star}",
-            f"{a['file_size_bytes'] / 2**20:.2f}",
-            f"{v.get('mean_kl', float('nan')):.2e}",
-            f"{v.get('top1', float('nan')):.3f}",
-            "[green]yes[/]" if v.get("passed") else "[red]no[/]",
-            _number(b.get("decode_tokens_per_s"), "{:,.0f}"),
-            _number(b.get("peak_rss_bytes"), "{:,.0f}", scale=2**-20),
-        )
+    from edgekit.pipeline.summary import STAGE_HEADERS, artifact_rows, ship, stage_rows
+
+    headers, rows = artifact_rows(manifest)  # the report's own table and formatting: the same numbers
+    table = Table(title=f"artifacts (★ recommended; target = {manifest['target']}, predicted unless measured there)")
+    for i, col in enumerate(headers):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
-    rec = manifest["recommended"]
+    rec, shipped = manifest["recommended"], ship(manifest, str(bundle))
     console.print(f"[bold]recommended[/] {rec['artifact']} ({rec['quant']}, {rec.get('basis', '')}): {rec['reason']}")
-    stages = ", ".join(f"{s['name']} {s['seconds']:.0f} s" for s in manifest["stages"])
-    console.print(f"[dim]stages: {stages}; {len(manifest['files'])} files with sha256 in manifest.json[/]")
-
-
-def _number(value: float | None, fmt: str, scale: float = 1.0) -> str:
-    """A measurement for the table, or a dash where the bundle has none (no bench was run)."""
-    return "-" if value is None else fmt.format(value * scale)
+    if shipped["sha256"]:
+        console.print(f"sha256 {shipped['sha256']}", highlight=False, soft_wrap=True)
+    pipeline = Table(title="pipeline (held-out perplexity; KL and top-1 against the teacher)")
+    for i, col in enumerate(STAGE_HEADERS):
+        pipeline.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in stage_rows(manifest):
+        pipeline.add_row(*row)
+    console.print(pipeline)
+    console.print(
+        f"[dim]{len(manifest['files'])} files with sha256 in manifest.json; report.html tells the whole story[/]"
+    )
 
 
 def register(app: typer.Typer) -> None:

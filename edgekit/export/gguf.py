@@ -174,6 +174,8 @@ def export_gguf(
     type_overrides: dict[str, str] | None = None,
     provenance: dict[str, str] | None = None,
     progress: bool = True,
+    allocate: str | None = None,
+    bpw: list[float] | tuple[float, ...] = (),
 ) -> list[Path]:
     """Export a HF folder to one GGUF file per level in ``out_dir``; returns their paths (same order).
 
@@ -184,6 +186,10 @@ def export_gguf(
     ``type_overrides`` ({regex on GGUF tensor names: GGML type}, e.g. ``{"^output\\.weight$": "Q8_0"}``)
     applies to every quantized level. ``provenance`` (string pairs, written as ``edgekit.<key>``)
     defaults to the source folder. Every input is checked before anything is computed or written.
+    ``allocate`` (auto, measure or fisher; None for llama.cpp's own mixes) chooses each tensor's
+    type from its measured sensitivity on the calibration rows, within the size of llama.cpp's mix
+    for each level (``edgekit.export.mix``); ``bpw`` adds one such file per bits-per-weight
+    target (``<name>-4.5bpw.gguf``), after the levels' files in the returned list.
     """
     import tempfile
 
@@ -203,8 +209,10 @@ def export_gguf(
     name = name or model_dir.name
     provenance = provenance if provenance is not None else {"source": str(model_dir)}
     paths = {q: out_dir / f"{name}-{q}.gguf" for q in quants}
+    if bpw and not allocate:
+        raise InputError(model_dir, "bits-per-weight targets need a sensitivity allocation (allocate='auto')")
     imx, imx_info = None, None
-    if imatrix is not None and any(q in IMATRIX_LEVELS for q in quants):
+    if imatrix is not None and (bpw or any(q in IMATRIX_LEVELS for q in quants)):
         imx, imx_info = _imatrix_for(model, tokenizer, imatrix, calibration_ids, calibration_source)
         if imatrix == "auto":  # kept for reuse: ``--imatrix <file>`` skips the forward passes next time
             from edgekit.export.imatrix import save_imatrix_file
@@ -213,24 +221,52 @@ def export_gguf(
     with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
         base = paths.get("F32") or Path(tmp) / "base-F32.gguf"
         write_gguf(model, tokenizer, base, "F32", name, provenance)
-        for level in quants:
-            overrides, info = {}, None
+        mixes = {}
+        if allocate:
+            from edgekit.export.mix import plan_mixes
+
+            quantized = [q for q in quants if q not in DIRECT_LEVELS]
+            rows = _calibration(tokenizer, calibration_ids)
+            mixes = plan_mixes(
+                model,
+                base,
+                quantized,
+                list(bpw),
+                rows,
+                imatrix=imx,
+                fixed=type_overrides,
+                method=allocate,
+                workdir=Path(tmp),
+            )
+            paths |= {label: out_dir / f"{name}-{label}.gguf" for label in mixes}
+        for level in [*quants, *(m for m in mixes if m not in quants)]:
+            overrides, info, mix = {}, None, mixes.get(level)
+            gate = mix.level if mix else level
             if level in DIRECT_LEVELS:
                 if level != "F32":
                     write_gguf(model, tokenizer, paths[level], level, name, provenance)
             else:
-                use = imx if level in IMATRIX_LEVELS else None
-                info, overrides = (imx_info if use else None), type_overrides or {}
+                use = imx if gate in IMATRIX_LEVELS or mix else None
+                use = mix.imatrix_subset(use) if mix else use
+                info, overrides = (imx_info if use else None), (mix.overrides if mix else type_overrides or {})
                 meta = _imatrix_metadata(imx_info) if use else {}
-                quantize_gguf(base, paths[level], level, imatrix=use, type_overrides=overrides, metadata=meta)
-            write_sidecar(
-                paths[level],
-                format="gguf",
-                quantization=level,
-                source_model=model_dir,
-                extra={"imatrix": info, "type_overrides": overrides, "architecture": config.model_type},
-            )
-    return [paths[q] for q in quants]
+                quantize_gguf(base, paths[level], gate, imatrix=use, type_overrides=overrides, metadata=meta)
+            extra = {"imatrix": info, "type_overrides": overrides, "architecture": config.model_type}
+            if mix:
+                from edgekit.export.mix import summary
+
+                extra["allocation"] = summary(mix)
+            write_sidecar(paths[level], format="gguf", quantization=gate, source_model=model_dir, extra=extra)
+    return [paths[q] for q in [*quants, *(m for m in mixes if m not in quants)]]
+
+
+def _calibration(tokenizer, calibration_ids):
+    """The rows the sensitivity probe runs on: the imatrix's calibration, else the built-in corpus."""
+    if calibration_ids is not None:
+        return calibration_ids
+    from edgekit.data import training_set
+
+    return training_set(tokenizer, seq_len=256, max_sequences=16)
 
 
 def _check_representable(config, tokenizer, model_dir: Path) -> None:

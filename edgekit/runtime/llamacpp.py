@@ -92,8 +92,8 @@ class LlamaCppBackend:
         )
         self.chat_template = meta.get("chat_template")
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True)
+    def tokenize(self, text: str, add_special_tokens: bool = True, parse_special: bool = False) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=parse_special)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self._llm.detokenize(list(ids)).decode("utf-8", errors="replace")
