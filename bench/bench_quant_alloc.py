@@ -220,6 +220,26 @@ def svg(results: list[dict], path: Path) -> None:
     path.write_text("\n".join(parts) + "\n")
 
 
+def _without_repacked_buffers() -> None:
+    """Load GGUF files without llama.cpp's repacked CPU weight buffers (``use_extra_bufts``).
+
+    The llama-cpp-python 0.3.36 build this was measured with dies (general protection fault in
+    libggml-cpu) evaluating Q4_0, Q4_K and Q8_0 weights through those buffers on an AVX-512 CPU;
+    the plain buffers compute the same products.
+    """
+    import llama_cpp
+    import llama_cpp.llama as module
+
+    defaults = llama_cpp.llama_model_default_params
+
+    def params():
+        p = defaults()
+        p.use_extra_bufts = False
+        return p
+
+    module.llama_cpp.llama_model_default_params = params
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="demo,qwen2-384,mistral-512")
@@ -232,6 +252,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     bpws = [float(b) for b in args.bpw.split(",") if b]
+    _without_repacked_buffers()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quant-alloc."))
     results = []
     for name in args.models.split(","):
