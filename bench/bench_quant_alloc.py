@@ -148,6 +148,10 @@ def bench_model(label: str, folder: Path, work: Path, tokens: int, bpws: list[fl
     presets = export_gguf(folder, work / "preset", list(HEADLINE), progress=False)
     for level, path in zip(HEADLINE, presets, strict=True):
         note(f"edgekit preset {level} (imatrix)", measure(path, folder, tokens))
+    from edgekit.export.mix import smallest_bpw
+
+    out["smallest_bpw"] = floor = smallest_bpw(f32)
+    bpws = [b for b in bpws if b >= floor]  # widths K-quants cannot hold set a floor (4.5 bits there)
     started = time.perf_counter()
     paths = export_gguf(folder, work / "alloc", list(HEADLINE), allocate="auto", bpw=bpws, progress=False)
     out["allocate_seconds"] = round(time.perf_counter() - started, 1)
@@ -172,6 +176,39 @@ def bench_model(label: str, folder: Path, work: Path, tokens: int, bpws: list[fl
     }
     print(label, "ratios", out["ratios"], flush=True)
     return out
+
+
+def imatrix_study(folder: Path, work: Path, ggml_type: str = "Q4_K") -> dict:
+    """Measured KL per tensor at ``ggml_type`` with and without the importance matrix, summed by role.
+
+    One tensor quantized at a time (the rest fp), measured (forward passes on 1024 calibration
+    tokens), so each sum says where the matrix helps and where it hurts.
+    """
+    import re
+
+    from edgekit.data import training_set
+    from edgekit.export.gguf import _imatrix_for
+    from edgekit.export.sensitivity import probe
+    from edgekit.models import load_model, load_tokenizer
+
+    (base,) = export_gguf(folder, work / "study", ["F32"], name="study", progress=False)
+    model, tokenizer = load_model(folder), load_tokenizer(folder)
+    rows = training_set(tokenizer, seq_len=256, max_sequences=16)
+    imx, _ = _imatrix_for(model, tokenizer, "auto", rows, "study")
+    result = probe(model, base, rows, imatrix=imx, types=(ggml_type,), method="measure", workdir=work / "study")
+    roles: dict[str, dict[str, float]] = {}
+    for name, opts in result.options.items():
+        kl = {o.imatrix: o.kl for o in opts if o.ggml_type == ggml_type}
+        if len(kl) < 2:
+            continue
+        role = re.sub(r"^blk\.\d+\.", "", name).removesuffix(".weight")
+        entry = roles.setdefault(role, {"plain": 0.0, "imatrix": 0.0, "tensors": 0, "imatrix_worse": 0})
+        entry["plain"] += kl[False]
+        entry["imatrix"] += kl[True]
+        entry["tensors"] += 1
+        entry["imatrix_worse"] += int(kl[True] > kl[False])
+    print("imatrix study", json.dumps(roles, indent=1), flush=True)
+    return roles
 
 
 def _type_counts(types: dict[str, str]) -> dict[str, int]:
@@ -249,6 +286,7 @@ def main() -> None:
     parser.add_argument("--bpw", default="3.5,4,4.5,5,5.5,6")
     parser.add_argument("--steps", type=int, default=80, help="training steps of the non-demo models")
     parser.add_argument("--llama-cpp", type=Path, default=None, help="llama.cpp source tree (its converter)")
+    parser.add_argument("--imatrix-study", action="store_true", help="only: per-role KL with / without imatrix")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     bpws = [float(b) for b in args.bpw.split(",") if b]
@@ -262,10 +300,15 @@ def main() -> None:
             folder = demo_teacher(progress=False)
         else:
             folder = trained_model(name, work, args.steps)
+        if args.imatrix_study:
+            results.append({"model": name, "imatrix_study_q4_k": imatrix_study(folder, work / name)})
+            continue
         results.append(bench_model(name, folder, work / name, args.tokens, bpws, args.llama_cpp))
     doc = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}}
     doc["models"] = results
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.imatrix_study:
+        return
     svg(results, args.out.with_suffix(".svg"))
     for res in results:
         print(res["model"], {k: round(v["kl_ratio"], 3) for k, v in res["ratios"].items()})
