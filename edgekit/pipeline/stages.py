@@ -77,6 +77,8 @@ def run_distill(
 
     teacher, tokenizer = load_model(teacher_path), load_tokenizer(teacher_path)
     corpus = load_corpus(tokenizer, data)
+    if section.via:
+        return _run_progressive(out, scratch, teacher, tokenizer, corpus, section, seed, data, resume, progress)
     student = derive_student(
         teacher, num_layers=section.student_layers, hidden_size=section.student_hidden, init=section.init, seed=seed
     )
@@ -96,6 +98,27 @@ def run_distill(
         "parameters": count_parameters(result.student),
         "teacher_parameters": count_parameters(teacher),
         "heldout": result.final,
+    }
+
+
+def _run_progressive(out, scratch, teacher, tokenizer, corpus, section, seed, data, resume, progress):
+    """``distill.via``: teacher → intermediate students → final student, each stage resumable."""
+    from edgekit.distill.progressive import Stage, parse_via, plan_stages, progressive_distill
+    from edgekit.models import count_parameters, save_model
+
+    n = teacher.config.num_hidden_layers
+    stages = plan_stages(n, parse_via(section.via, "distill.via"), Stage(section.student_layers or n))
+    config = _distill_config(section.steps, section.lr, section, seed, data)
+    result = progressive_distill(
+        teacher, stages, corpus.train, config, heldout_ids=corpus.heldout, workdir=scratch, resume=resume,
+        progress=progress, init=section.init,
+    )  # fmt: skip
+    save_model(result.student, tokenizer, out / MODEL_DIR)
+    return {
+        "parameters": count_parameters(result.student),
+        "teacher_parameters": count_parameters(teacher),
+        "heldout": result.stages[-1]["final"],
+        "stages": [{"shape": s["shape"], "heldout": s["final"]} for s in result.stages],
     }
 
 
