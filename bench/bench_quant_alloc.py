@@ -105,11 +105,22 @@ def llama_cpp_f32(folder: Path, out: Path, llama_cpp: Path | None) -> tuple[Path
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # its own gguf-py first
         cmd = [sys.executable, "-c", _CONVERT, str(llama_cpp), str(folder), "--outtype", "f32", "--outfile", str(out)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if done.returncode == 0:
+        if done.returncode == 0 and _vocab_fits(out):
             return out, "llama.cpp convert_hf_to_gguf.py (unknown BPE pre-tokenizer hash taken as gpt-2)"
-        print(f"llama.cpp's converter failed on {folder.name}: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+        why = done.stderr.strip().splitlines()[-1:] if done.returncode else "fewer tokens than embedding rows"
+        print(f"llama.cpp's converter failed on {folder.name}: {why}", flush=True)
     (path,) = export_gguf(folder, out.parent, ["F32"], name=out.stem.removesuffix("-F32"), progress=False)
     return path, "edgekit writer (llama.cpp's converter unavailable)"
+
+
+def _vocab_fits(path: Path) -> bool:
+    """llama.cpp loads a file only if it lists a token per embedding row; its converter does not pad
+    a SentencePiece-style vocabulary to a rounded-up embedding, so such a file cannot be used."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    rows = next(int(t.shape[1]) for t in reader.tensors if t.name == "token_embd.weight")
+    return len(reader.fields["tokenizer.ggml.tokens"].data) == rows
 
 
 def quantized_bits(path: Path) -> tuple[int, int]:
