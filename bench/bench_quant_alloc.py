@@ -268,24 +268,38 @@ def svg(results: list[dict], path: Path) -> None:
     path.write_text("\n".join(parts) + "\n")
 
 
-def _without_repacked_buffers() -> None:
+_NO_REPACK = """
+try:
+    import llama_cpp
+    import llama_cpp.llama as _module
+except Exception:
+    pass
+else:
+    _defaults = llama_cpp.llama_model_default_params
+
+    def _params():
+        p = _defaults()
+        p.use_extra_bufts = False
+        return p
+
+    _module.llama_cpp.llama_model_default_params = _params
+"""
+
+
+def _without_repacked_buffers(work: Path) -> None:
     """Load GGUF files without llama.cpp's repacked CPU weight buffers (``use_extra_bufts``).
 
     The llama-cpp-python 0.3.36 build this was measured with dies (general protection fault in
     libggml-cpu) evaluating Q4_0, Q4_K and Q8_0 weights through those buffers on an AVX-512 CPU;
-    the plain buffers compute the same products.
+    the plain buffers compute the same products. Verification runs the runtime in a child process,
+    so the change goes in a ``sitecustomize`` module every child Python of this run imports.
     """
-    import llama_cpp
-    import llama_cpp.llama as module
-
-    defaults = llama_cpp.llama_model_default_params
-
-    def params():
-        p = defaults()
-        p.use_extra_bufts = False
-        return p
-
-    module.llama_cpp.llama_model_default_params = params
+    folder = work / "site"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_NO_REPACK)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+    sys.path.insert(0, str(folder))
+    exec(_NO_REPACK, {})
 
 
 def main() -> None:
@@ -301,8 +315,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     bpws = [float(b) for b in args.bpw.split(",") if b]
-    _without_repacked_buffers()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quant-alloc."))
+    _without_repacked_buffers(work)
     results = []
     for name in args.models.split(","):
         if name == "demo":
