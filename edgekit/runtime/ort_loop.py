@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: our own KV-cache generation loop over an optimum-exported decoder.
+"""Raw ONNX Runtime backend for optimum-exported decoders (no genai_config.json): our own KV-cache loop.
 
 Why not optimum's ``ORTModelForCausalLM.generate``: it goes through transformers' generation
 machinery (torch tensors, logits processors, cache objects) for every token. This loop binds

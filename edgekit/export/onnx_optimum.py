@@ -1,4 +1,8 @@
-"""Hugging Face folder -> ONNX folders (fp32, dynamic int8, int4 weight-only) with a KV cache.
+"""The optimum-onnx route (``edgekit[optimum]``, ``--onnx-route optimum``): HF folder -> ONNX folders.
+
+Kept for users whose apps run optimum graphs with edgekit's own ONNX Runtime loop. optimum-onnx caps
+transformers below 5, so this route needs the ``optimum`` extra and its older transformers; the default
+route is ``edgekit.export.onnx_genai``.
 
 The fp32 graph comes from optimum's exporter (task ``text-generation-with-past``: inputs
 ``input_ids``, ``attention_mask``, ``position_ids``, ``past_key_values.N.key/value``; outputs
@@ -57,8 +61,10 @@ def _export_fp32(model_dir: Path, work: Path, opset: int | None, progress: bool)
     """Run optimum's exporter into ``work``; returns the folder holding ``model.onnx``."""
     try:
         from optimum.exporters.onnx import main_export
-    except ImportError as exc:  # pragma: no cover - optimum is a declared dependency
-        raise BackendUnavailable(f"ONNX export needs optimum-onnx: pip install optimum-onnx ({exc})") from None
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the optimum ONNX route needs the optimum extra: pip install 'edgekit[optimum]' ({exc})"
+        ) from None
     import logging
 
     from transformers.utils import logging as hf_logging
@@ -129,7 +135,7 @@ def _write_level(fp32_dir: Path, final: Path, quant: str, model_dir: Path, block
     return final
 
 
-def export_onnx(
+def export_onnx_optimum(
     model_dir: str | Path,
     out_dir: str | Path,
     quants: Sequence[str] = ("fp32",),
