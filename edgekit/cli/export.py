@@ -37,7 +37,27 @@ def export(
         "--tensor-type",
         help="GGUF per-tensor type override PATTERN=TYPE (regex on GGUF tensor names), e.g. '^output\\.weight$=Q8_0'. Repeatable.",
     ),
-    block_size: int = typer.Option(32, "--block-size", help="ONNX int4: weights per scale (power of two >= 16)."),
+    block_size: int = typer.Option(
+        None, "--block-size", help="ONNX int4/int8: weights per scale (16..256). Default: the target's, else 32."
+    ),
+    onnx_route: str = typer.Option(
+        "genai",
+        "--onnx-route",
+        help="genai: ONNX Runtime GenAI package (onnxruntime-genai's builder); optimum: optimum-onnx graph (needs edgekit[optimum]).",
+    ),
+    onnx_provider: str = typer.Option(
+        None,
+        "--onnx-provider",
+        help="Execution provider the ONNX package targets: cpu, cuda, dml, webgpu, trt-rtx. Default: the target's, else cpu.",
+    ),
+    int4_algo: str = typer.Option(
+        None, "--int4-algo", help="ONNX int4/int8 quantizer: rtn, k_quant or default. Default: the target's, else rtn."
+    ),
+    accuracy_level: int = typer.Option(
+        None,
+        "--accuracy-level",
+        help="ONNX int4/int8 compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 activations. Default: the target's, else the builder's.",
+    ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify every file against PyTorch after export."),
 ) -> None:
     """Export a model to GGUF or ONNX at one or more quantization levels, then verify each file.
@@ -74,12 +94,24 @@ def export(
     else:
         from edgekit.export.onnx import export_onnx
 
-        paths = export_onnx(model, out, levels, block_size=block_size)
+        options = _onnx_options(profile, onnx_provider, int4_algo, block_size, accuracy_level)
+        paths = export_onnx(model, out, levels, route=onnx_route, options=options, block_size=block_size)
     for path in paths:
         console.print(f"[green]wrote[/] {path}")
     if verify:
         tokens = profile.verify.heldout_tokens if profile else 1024
         _verify_all(paths, model, profile, levels, tokens)
+
+
+def _onnx_options(profile, provider: str | None, algo: str | None, block_size: int | None, accuracy: int | None):
+    """The target's [export.onnx] settings (else the defaults) with the command line's flags on top."""
+    from dataclasses import replace
+
+    from edgekit.export.onnx_genai import BuilderOptions
+
+    options = profile.export.onnx.builder_options() if profile else BuilderOptions()
+    flags = {"provider": provider, "int4_algo": algo, "block_size": block_size, "accuracy_level": accuracy}
+    return replace(options, **{k: v for k, v in flags.items() if v is not None})
 
 
 def _overrides(pairs: list[str], profile) -> dict[str, str]:

@@ -62,6 +62,7 @@ def build(
     teacher_config = _teacher_config(source, config.teacher.trust_remote_code)
     student_config = preflight.predicted_student_config(teacher_config, config, round_to)
     preflight.check_fits(student_config, profile, source)
+    preflight.check_exportable(student_config, plan, source)
     out = Path(out)
     n_levels = sum(len(v) for v in plan.values())
     preflight.check_disk(Path(workdir) if workdir else out, preflight.parameter_estimate(teacher_config), n_levels)
@@ -138,6 +139,7 @@ def _run_stages(
             "data": data.model_dump(),
             "calibration": config.export.calibration_sequences,
             "keep_output_tensor": profile.export.keep_output_tensor,
+            "onnx": profile.export.onnx.model_dump(),
         },
         lambda o, s: stages.run_export(
             o,
@@ -150,6 +152,7 @@ def _run_stages(
             name=_file_stem(ref.name),
             provenance={"teacher": ref.source},
             keep_output_tensor=profile.export.keep_output_tensor,
+            onnx_options=profile.export.onnx.builder_options(),
         ),
     )
     artifacts = e.summary["artifacts"]

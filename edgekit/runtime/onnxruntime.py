@@ -51,6 +51,16 @@ def _og():
     return onnxruntime_genai
 
 
+def _provider_available(name: str) -> bool:
+    """Whether this onnxruntime-genai build can run ``name`` (an ORT GenAI provider name)."""
+    og = _og()
+    checks = {"cuda": "is_cuda_available", "dml": "is_dml_available", "WebGPU": "is_webgpu_available"}
+    check = getattr(og, checks.get(name, ""), None)
+    if name.lower() == "cpu":
+        return True
+    return bool(check()) if check else True  # others: let ORT GenAI say at load time
+
+
 def open_onnx(path: str | Path, **options: Any) -> Backend:
     """The backend for an ONNX folder or file: ORT GenAI for a package, the raw ORT loop otherwise."""
     path = Path(path).expanduser()
@@ -133,13 +143,24 @@ class GenaiBackend:
 
     @staticmethod
     def _set_provider(config: Any, requested: str | None, decoder: dict) -> str:
-        """Apply ``requested`` (None: what the package names) and return the provider's ORT GenAI name."""
+        """Apply ``requested`` and return the provider's ORT GenAI name.
+
+        None: the provider the package names when this machine has it, else the CPU (a CUDA package
+        is verified on a CPU-only build machine that way; its graph runs on both).
+        """
         named = [next(iter(p)) for p in decoder.get("session_options", {}).get("provider_options", []) if p]
         if requested is None:
-            return named[0] if named else "cpu"
+            if not named or _provider_available(named[0]):
+                return named[0] if named else "cpu"
+            requested = "cpu"
         name = GENAI_PROVIDERS.get(requested)
         if name is None:
             raise BackendUnavailable(f"unknown execution provider {requested!r}; known: {', '.join(GENAI_PROVIDERS)}")
+        if name != "cpu" and not _provider_available(name):
+            raise BackendUnavailable(
+                f"execution provider {requested!r} is not available in this onnxruntime-genai build"
+                " (for CUDA install onnxruntime-genai-cuda)"
+            )
         config.clear_providers()
         if name != "cpu":
             config.append_provider(name)
