@@ -178,11 +178,11 @@ def _source_config(model_dir: Path) -> Any:
     if not (model_dir / "config.json").is_file():
         raise InputError(model_dir, "no config.json: not a Hugging Face model folder")
     config = load_config(model_dir)
+    if config.model_type in SUPPORTED_ARCHITECTURES:  # weights that disagree with config.json: an input error first
+        check_shapes(model_dir, config)
     reason = unsupported_reason(config)
     if reason:
         raise UnsupportedModelError(f"{model_dir}: cannot export to ONNX: {reason}")
-    if config.model_type in SUPPORTED_ARCHITECTURES:
-        check_shapes(model_dir, config)
     return config
 
 
