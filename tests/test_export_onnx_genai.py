@@ -68,9 +68,9 @@ def _tiny_from_published(published: dict, tokenizer, folder: Path, **extra) -> P
     """A random-weight HF folder of a published family, shrunk to ``TINY`` widths."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    fields = {k: v for k, v in {**published, **TINY, **extra}.items() if k != "model_type"}
+    ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    fields = {k: v for k, v in {**published, **TINY, **ids, **extra}.items() if k != "model_type"}
     config = AutoConfig.for_model(published["model_type"], **fields)
-    config.bos_token_id, config.eos_token_id, config.pad_token_id = 1, 2, 0
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     return save_model(model, tokenizer, folder)
@@ -83,7 +83,7 @@ def _phi3_longrope(head_dim: int = 64) -> dict:
         "long_factor": [1.0 + 0.5 * i for i in range(half)],
         "short_factor": [1.0 + 0.01 * i for i in range(half)],
     }
-    return {**PHI3_MINI_128K, "rope_scaling": scaling, "num_key_value_heads": 4}
+    return {**PHI3_MINI_128K, "rope_scaling": scaling}
 
 
 def _qwen3_dir(tokenizer, folder: Path) -> Path:
@@ -138,7 +138,7 @@ def test_unsupported_reason_is_none_for_supported_published_configs():
 
     assert unsupported_reason(LLAMA_32_1B) is None
     assert unsupported_reason(QWEN_25_05B) is None
-    assert unsupported_reason(_phi3_longrope()) is None
+    assert unsupported_reason({**_phi3_longrope(), **TINY, "num_key_value_heads": 4}) is None  # Phi-3-mini: MHA
 
 
 def test_unsupported_reason_names_family_when_builder_lacks_it():
@@ -287,17 +287,34 @@ def test_builder_still_fails_on_gemma3_as_unsupported_reason_says(bpe_tokenizer,
 
 @pytest.mark.integration
 def test_phi3_longrope_package_matches_pytorch_beyond_original_context(bpe_tokenizer, tmp_path):
-    source = _tiny_from_published(_phi3_longrope(), bpe_tokenizer, tmp_path / "phi3")
-    (folder,) = export_onnx(source, tmp_path / "out", ["fp32"], progress=False)
+    """Phi-3-mini-128k's shape (as many KV heads as query heads), 4200 tokens: past the 4096 original context."""
     from edgekit.models import load_model
+    from edgekit.quality import compare_logits
     from edgekit.runtime.onnxruntime import GenaiBackend
 
-    ids = np.random.default_rng(0).integers(3, 500, 4200).tolist()  # past original_max_position_embeddings
-    backend = GenaiBackend(folder)
-    got = backend.logits(ids)
+    source = _tiny_from_published(_phi3_longrope(), bpe_tokenizer, tmp_path / "phi3", num_key_value_heads=4)
+    (folder,) = export_onnx(source, tmp_path / "out", ["fp32"], progress=False)
+    ids = np.random.default_rng(0).integers(3, 500, 4200).tolist()
+    got = GenaiBackend(folder).logits(ids)
     with torch.no_grad():
         ref = load_model(source)(input_ids=torch.tensor([ids])).logits[0].numpy()
-    from edgekit.quality import compare_logits
-
     cmp = compare_logits(ref[:-1], got[:-1], np.asarray(ids[1:]))
     assert cmp.mean_kl <= 1e-5 and cmp.top1 == 1.0
+
+
+@pytest.mark.integration
+def test_builder_still_miswrites_phi3_with_grouped_query_attention_as_unsupported_reason_says(bpe_tokenizer, tmp_path):
+    """If a newer onnxruntime-genai gets this right, this fails: drop the GQA refusal in ``unsupported_reason``."""
+    from edgekit.export.onnx_genai import _run_builder
+    from edgekit.models import load_model
+    from edgekit.quality import compare_logits
+    from edgekit.runtime.onnxruntime import GenaiBackend
+
+    source = _tiny_from_published(_phi3_longrope(), bpe_tokenizer, tmp_path / "phi3", num_key_value_heads=2)
+    assert "grouped-query" in unsupported_reason(load_model(source).config)
+    _run_builder(source, tmp_path / "out", tmp_path / "cache", "fp32", BuilderOptions(), tmp_path / "log")
+    ids = np.random.default_rng(0).integers(3, 500, 64).tolist()
+    got = GenaiBackend(tmp_path / "out").logits(ids)
+    with torch.no_grad():
+        ref = load_model(source)(input_ids=torch.tensor([ids])).logits[0].numpy()
+    assert compare_logits(ref, got, np.asarray([*ids[1:], 0])).mean_kl > 1e-3
