@@ -318,3 +318,15 @@ def test_builder_still_miswrites_phi3_with_grouped_query_attention_as_unsupporte
     with torch.no_grad():
         ref = load_model(source)(input_ids=torch.tensor([ids])).logits[0].numpy()
     assert compare_logits(ref, got, np.asarray([*ids[1:], 0])).mean_kl > 1e-3
+
+
+def test_optimum_route_names_its_extra_and_writes_nothing_when_optimum_missing(sources, tmp_path):
+    import importlib.util
+
+    from edgekit.errors import BackendUnavailable
+
+    if importlib.util.find_spec("optimum") is not None:
+        pytest.skip("optimum is installed here: the route's own tests cover it")
+    with pytest.raises(BackendUnavailable, match="optimum extra"):
+        export_onnx(sources["llama"], tmp_path / "out", ["int4"], route="optimum")
+    assert not (tmp_path / "out").exists()

@@ -57,14 +57,21 @@ def _check_block_size(block_size: int) -> None:
         raise ConfigError([Problem("export", "block_size", f"must be a power of two >= 16, got {block_size}")])
 
 
-def _export_fp32(model_dir: Path, work: Path, opset: int | None, progress: bool) -> Path:
-    """Run optimum's exporter into ``work``; returns the folder holding ``model.onnx``."""
+def _optimum_main_export():
+    """optimum's exporter, or a one-line ``BackendUnavailable`` saying how to get it."""
     try:
         from optimum.exporters.onnx import main_export
     except ImportError as exc:
         raise BackendUnavailable(
-            f"the optimum ONNX route needs the optimum extra: pip install 'edgekit[optimum]' ({exc})"
+            "the optimum ONNX route needs edgekit's optimum extra (pip install 'optimum~=2.1.0' 'optimum-onnx>=0.1';"
+            f" it downgrades transformers below 4.58): {exc}"
         ) from None
+    return main_export
+
+
+def _export_fp32(model_dir: Path, work: Path, opset: int | None, progress: bool) -> Path:
+    """Run optimum's exporter into ``work``; returns the folder holding ``model.onnx``."""
+    main_export = _optimum_main_export()
     import logging
 
     from transformers.utils import logging as hf_logging
@@ -154,6 +161,7 @@ def export_onnx_optimum(
     levels = _check_quants(quants)
     _check_block_size(block_size)
     arch = check_source(model_dir).model_type
+    _optimum_main_export()  # before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix=".onnx-export.", dir=out_dir) as work:
