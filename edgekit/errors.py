@@ -98,3 +98,14 @@ class DoesNotFit(EdgekitError):
     """A model cannot fit the target's memory budget at any allowed level; the message gives numbers."""
 
     exit_code = 5
+
+
+class NativeCrash(EdgekitError):
+    """A native runtime (llama.cpp, ONNX Runtime) crashed or hung on a file; see ``edgekit.isolate``."""
+
+    exit_code = 6
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
