@@ -249,6 +249,17 @@ def test_edgekit_load_streams_chats_and_scores_an_onnx_package(fp32_packages):
 
 
 @pytest.mark.integration
+def test_verify_gate_fails_tokenizer_parity_when_ort_genai_cannot_read_a_prepend_normalizer(make_tiny_hf, tmp_path):
+    """ORT GenAI's tokenizer ignores tokenizers' ``Prepend("▁")`` normalizer (Llama-2 / Mistral style tokenizer.json):
+    the model agrees with PyTorch, the token ids do not, and the gate says so instead of shipping it."""
+    source = make_tiny_hf("mistral", "sp", **WIDE)
+    (folder,) = export_onnx(source, tmp_path, ["fp32"], progress=False)
+    report = verify_artifact(folder, source, level="fp32", max_tokens=256)
+    assert report.mean_kl <= 1e-5 and report.top1 == 1.0
+    assert not report.tokenizer_parity and not report.passed
+
+
+@pytest.mark.integration
 def test_damaged_package_is_refused_with_input_error(fp32_packages, tmp_path):
     import shutil
 
