@@ -260,6 +260,18 @@ def test_verify_gate_fails_tokenizer_parity_when_ort_genai_cannot_read_a_prepend
 
 
 @pytest.mark.integration
+def test_bench_harness_measures_an_onnx_package_like_a_gguf(fp32_packages):
+    from edgekit.bench.child import measure
+
+    spec = {"artifact": str(fp32_packages["llama"]), "options": {"n_threads": 2}, "prompt_lengths": [64, 256]}
+    result = measure({**spec, "new_tokens": 16, "warmup": 1, "repeats": 2})
+    assert (result["format"], result["quant"], result["decode_tokens"]) == ("onnx", "fp32", 16)
+    assert result["decode_tokens_per_s"]["median"] > 0 and result["ttft_s"]["median"] > 0
+    assert set(result["prefill_tokens_per_s"]) == {"64", "256"} and result["peak_rss_bytes"] > 0
+    assert result["load_time_s"]["n"] == 2
+
+
+@pytest.mark.integration
 def test_damaged_package_is_refused_with_input_error(fp32_packages, tmp_path):
     import shutil
 
