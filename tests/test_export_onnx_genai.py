@@ -272,6 +272,19 @@ def test_bench_harness_measures_an_onnx_package_like_a_gguf(fp32_packages):
 
 
 @pytest.mark.integration
+def test_genai_backend_refuses_ids_outside_vocab_or_context_with_input_error(fp32_packages):
+    from edgekit.runtime.onnxruntime import GenaiBackend
+
+    backend = GenaiBackend(fp32_packages["llama"])
+    assert backend.logits([5] * backend.n_ctx).shape == (backend.n_ctx, 512)
+    for ids, message in (([5] * (backend.n_ctx + 1), "exceeds the context"), ([600], "outside the vocabulary")):
+        with pytest.raises(InputError, match=message):
+            backend.logits(ids)
+    with pytest.raises(InputError, match="outside the vocabulary"):
+        list(backend.generate_ids([-1], 4, edgekit.runtime.base.SamplingParams()))
+
+
+@pytest.mark.integration
 def test_damaged_package_is_refused_with_input_error(fp32_packages, tmp_path):
     import shutil
 

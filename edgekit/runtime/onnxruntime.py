@@ -212,17 +212,23 @@ class GenaiBackend:
         params.set_search_options(**search)
         return og.Generator(self._model, params)
 
-    def _check_length(self, total: int) -> None:
-        if total > self.n_ctx:
-            raise InputError(self.folder, f"sequence of {total} tokens exceeds the context of {self.n_ctx}")
+    def _check_ids(self, ids: Sequence[int]) -> np.ndarray:
+        """``ids`` as int32 after the checks ORT GenAI would fail natively on (context length, id range)."""
+        if len(ids) > self.n_ctx:
+            raise InputError(self.folder, f"sequence of {len(ids)} tokens exceeds the context of {self.n_ctx}")
+        array = np.asarray(ids, dtype=np.int64)
+        if self.vocab_size and (array.min() < 0 or array.max() >= self.vocab_size):
+            bad = int(array[(array < 0) | (array >= self.vocab_size)][0])
+            raise InputError(self.folder, f"token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return array.astype(np.int32)
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Next-token logits for every position of ``ids`` from a fresh generator: [len(ids), vocab] float32."""
         if len(ids) == 0:
             return np.zeros((0, self.vocab_size), dtype=np.float32)
-        self._check_length(len(ids))
-        generator = self._generator(max_length=len(ids) + 1)
-        generator.append_tokens(np.asarray(ids, dtype=np.int32))
+        array = self._check_ids(ids)
+        generator = self._generator(max_length=min(len(ids) + 1, self.n_ctx))
+        generator.append_tokens(array)
         return np.asarray(generator.get_output("logits")[0], dtype=np.float32)
 
     def generate_ids(
@@ -239,14 +245,14 @@ class GenaiBackend:
         """
         if len(prompt_ids) == 0:
             raise InputError(self.folder, "generation needs at least one prompt token")
-        self._check_length(len(prompt_ids))
+        prompt = self._check_ids(prompt_ids)
         max_length = min(self.n_ctx, len(prompt_ids) + max_tokens)
         if max_length <= len(prompt_ids):
             return
         stops = set(stop_ids)
         ignore_eos = not set(self.eos_token_ids) <= stops
         generator = self._generator(max_length, sampling, min_length=max_length if ignore_eos else 0)
-        generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))
+        generator.append_tokens(prompt)
         while not generator.is_done():
             generator.generate_next_token()
             token = int(generator.get_next_tokens()[0])
