@@ -273,6 +273,7 @@ def test_bench_harness_measures_an_onnx_package_like_a_gguf(fp32_packages):
 
 @pytest.mark.integration
 def test_genai_backend_refuses_ids_outside_vocab_or_context_with_input_error(fp32_packages):
+    from edgekit.runtime.base import SamplingParams
     from edgekit.runtime.onnxruntime import GenaiBackend
 
     backend = GenaiBackend(fp32_packages["llama"])
@@ -281,7 +282,7 @@ def test_genai_backend_refuses_ids_outside_vocab_or_context_with_input_error(fp3
         with pytest.raises(InputError, match=message):
             backend.logits(ids)
     with pytest.raises(InputError, match="outside the vocabulary"):
-        list(backend.generate_ids([-1], 4, edgekit.runtime.base.SamplingParams()))
+        list(backend.generate_ids([-1], 4, SamplingParams()))
 
 
 @pytest.mark.integration
