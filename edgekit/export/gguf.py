@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError, UnsupportedModelError
-from edgekit.export.gguf_rope import rope_factors, rope_scaling_of, write_rope_scaling
+from edgekit.export.gguf_rope import rope_factors, rope_scaling_of, rope_theta, write_rope_scaling
 from edgekit.export.gguf_tokenizer import pad_vocab, vocab_from_tokenizer, write_vocab
 from edgekit.export.sidecar import write_sidecar
 from edgekit.fileio import atomic_path
@@ -95,7 +95,7 @@ def _write_hparams(writer, config, arch: str, name: str) -> None:
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(getattr(config, "rope_theta", 10000.0)))
+    writer.add_rope_freq_base(rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_vocab_size(config.vocab_size)
     write_rope_scaling(writer, rope_scaling_of(config, arch))
