@@ -12,13 +12,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import InputError, UnsupportedModelError
+from edgekit.loading import options_for
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-# Decoder families every stage supports, as named by the HF config's ``model_type``.
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+def __getattr__(name: str) -> Any:
+    """``SUPPORTED_ARCHITECTURES``: the registry's model_types (edgekit.arch), kept for old callers."""
+    if name == "SUPPORTED_ARCHITECTURES":
+        from edgekit.arch import supported
+
+        return supported()
+    raise AttributeError(name)
 
 
 def _is_local(name_or_path: str | Path) -> bool:
@@ -64,7 +71,9 @@ def ensure_available(name_or_path: str | Path) -> None:
         return
     from huggingface_hub import try_to_load_from_cache
 
-    if try_to_load_from_cache(str(name_or_path), "config.json") is None and not _hub_reachable():
+    opts = options_for(name_or_path)
+    cached = try_to_load_from_cache(str(name_or_path), "config.json", cache_dir=opts.cache_dir, revision=opts.revision)
+    if not isinstance(cached, str) and not _hub_reachable():
         raise InputError(
             name_or_path,
             "is not a local folder and the Hugging Face Hub cannot be reached; download it elsewhere "
@@ -77,20 +86,20 @@ def load_config(name_or_path: str | Path, trust_remote_code: bool = False) -> An
     from transformers import AutoConfig
 
     ensure_available(name_or_path)
+    opts = options_for(name_or_path)  # the user's --revision/--cache-dir/--trust-remote-code for this model
     try:
-        return AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(
+            str(name_or_path), trust_remote_code=trust_remote_code or opts.trust_remote_code, **opts.hub_kwargs()
+        )
     except Exception as exc:  # transformers raises OSError/ValueError/EnvironmentError variants
         raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
 
 
 def check_architecture(config: Any, source: str | Path) -> str:
-    """Return the config's model_type, or raise naming the supported ones."""
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_ARCHITECTURES:
-        raise UnsupportedModelError(
-            f"{source}: architecture {model_type!r} is not supported; supported: " + ", ".join(SUPPORTED_ARCHITECTURES)
-        )
-    return model_type
+    """Return the config's model_type, or raise naming the supported ones (edgekit.arch registry)."""
+    from edgekit.arch import family_of
+
+    return family_of(config, source).model_type
 
 
 def load_model(
@@ -105,12 +114,14 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     ensure_available(name_or_path)
+    opts = options_for(name_or_path)  # the user's loading options apply to the model they named
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(name_or_path),
-            dtype=dtype or torch.float32,
+            dtype=dtype or (opts.torch_dtype() if opts.dtype != "float32" else torch.float32),
             use_safetensors=True,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=trust_remote_code or opts.trust_remote_code,
+            **opts.hub_kwargs(),
         )
     except Exception as exc:
         raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
@@ -122,8 +133,11 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) ->
     from transformers import AutoTokenizer
 
     ensure_available(name_or_path)
+    opts = options_for(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            str(name_or_path), trust_remote_code=trust_remote_code or opts.trust_remote_code, **opts.hub_kwargs()
+        )
     except Exception as exc:
         raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
 
@@ -154,7 +168,7 @@ def count_parameters(model: torch.nn.Module) -> int:
 class TinySpec:
     """Shape of a tiny test model. Defaults make every 2-D weight row a multiple of 256 (K-quants)."""
 
-    arch: str = "llama"  # llama | mistral | qwen2
+    arch: str = "llama"  # any model_type in the edgekit.arch registry
     vocab_size: int = 512
     hidden_size: int = 256
     intermediate_size: int = 512
@@ -168,12 +182,14 @@ class TinySpec:
 
 
 def tiny_config(spec: TinySpec) -> Any:
-    """A HF config of the requested family and shape."""
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+    """A HF config of the requested family and shape (the family's ``tiny`` keys applied)."""
+    from transformers import AutoConfig
 
-    classes = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
-    if spec.arch not in classes:
-        raise UnsupportedModelError(f"tiny arch {spec.arch!r}; choose one of {', '.join(classes)}")
+    from edgekit.arch import REGISTRY
+
+    if spec.arch not in REGISTRY:
+        raise UnsupportedModelError(f"tiny arch {spec.arch!r}; choose one of {', '.join(REGISTRY)}")
+    family = REGISTRY[spec.arch]
     kwargs: dict[str, Any] = dict(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
@@ -181,6 +197,7 @@ def tiny_config(spec: TinySpec) -> Any:
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads,
+        head_dim=spec.hidden_size // spec.num_heads,
         max_position_embeddings=spec.max_position_embeddings,
         tie_word_embeddings=spec.tie_word_embeddings,
         rope_theta=spec.rope_theta,
@@ -188,11 +205,16 @@ def tiny_config(spec: TinySpec) -> Any:
         eos_token_id=2,
         pad_token_id=0,
     )
-    if spec.arch == "mistral":
-        kwargs["sliding_window"] = None
-    if spec.arch == "qwen2":
-        kwargs["use_sliding_window"] = False
-    return classes[spec.arch](**kwargs)
+    kwargs.update(family.tiny)
+    if "query_pre_attn_scalar" in AutoConfig.for_model(spec.arch).to_dict():
+        kwargs["query_pre_attn_scalar"] = kwargs["head_dim"]
+    if family.swa_cache:  # alternate sliding / full so both kinds are exercised
+        kwargs["layer_types"] = [
+            "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(spec.num_layers)
+        ]
+    if kwargs.pop("rope_theta") != 10000.0:
+        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": spec.rope_theta}
+    return AutoConfig.for_model(spec.arch, **kwargs)
 
 
 def tiny_model(spec: TinySpec | None = None, **overrides: Any) -> PreTrainedModel:
@@ -209,9 +231,16 @@ def tiny_model(spec: TinySpec | None = None, **overrides: Any) -> PreTrainedMode
     config = tiny_config(spec)
     config.initializer_range = 0.08
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    if spec.arch == "qwen2":  # give q/k/v biases values, so exporters that drop them are caught
-        with torch.no_grad():
-            for layer in model.model.layers:
-                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                    proj.bias.normal_(0.0, 0.05)
+    _randomise_small_tensors(model)
     return model.eval()
+
+
+def _randomise_small_tensors(model) -> None:
+    """Give biases and norm weights random values (HF inits them to 0 / 1 / 0 for Gemma's 1+w), so
+    exporters that drop, misplace or mis-offset them are caught by parity tests."""
+    import torch
+
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn_like(param) * 0.05)

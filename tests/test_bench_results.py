@@ -98,7 +98,11 @@ def test_roofline_fraction_is_decode_speed_over_bandwidth_per_byte_read(suite_re
     roof = results["host"]["bandwidth_gbs"] * 1e9 / per_token
     assert r["roofline_fraction"] == pytest.approx(r["decode_tokens_per_s"]["median"] / roof)
     assert r["kv_bytes_measured"] > 0 and r["kv_bytes"] > r["kv_bytes_measured"]  # target context > bench context
-    assert r["predicted_decode_tokens_per_s"] == pytest.approx(17e9 / (r["weight_bytes_per_token"] + r["kv_bytes"]))
+    per_target_token = r["weight_bytes_per_token"] + r["kv_bytes"]
+    assert r["predicted_decode_tokens_per_s"] == pytest.approx(0.58 * 17e9 / per_target_token)  # calibrated
+    assert (r["predicted_decode_low"], r["predicted_decode_high"]) == pytest.approx(
+        (0.52 * 17e9 / per_target_token, 0.64 * 17e9 / per_target_token)
+    )
 
 
 def test_quality_is_measured_against_the_fp_student_and_the_teacher(suite_results):
@@ -130,7 +134,8 @@ def test_results_file_validates_against_the_versioned_schema(suite_results, tmp_
 def test_recommendation_reason_says_the_speed_was_predicted_when_not_on_the_device(suite_results):
     rec = suite_results[0]["recommendation"]
     assert rec["quant"] == "Q8_0" and rec["basis"] == "predicted"
-    assert "predicted from the roofline" in rec["reason"] and "raspberry-pi-5" in rec["reason"]
+    assert "predicted to decode" in rec["reason"] and "calibrated on" in rec["reason"]
+    assert "raspberry-pi-5" in rec["reason"]
     measured = recommend(suite_results[0], load_target("raspberry-pi-5"), on_device=True)
     assert measured["basis"] == "measured" and "measured on the device" in measured["reason"]
 
@@ -196,7 +201,7 @@ def test_bench_cli_writes_valid_results_and_both_reports_with_a_recommendation(
     out = tmp_path / "out"
     proc = _edgekit(
         "bench", str(tiny_gguf), "--suite", str(small_suite), "--target", "raspberry-pi-5",
-        "--model", str(tiny_model), "--out", str(out),
+        "--reference", str(tiny_model), "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = load_results(out / "results.json")
@@ -206,7 +211,7 @@ def test_bench_cli_writes_valid_results_and_both_reports_with_a_recommendation(
 
 @pytest.mark.skipif(llamacpp_has_cuda(), reason="this llama-cpp-python can offload to a GPU")
 def test_bench_cli_gpu_without_cuda_exits_4_with_one_line(tiny_gguf, small_suite, tmp_path):
-    proc = _edgekit("bench", str(tiny_gguf), "--suite", str(small_suite), "--gpu", "--out", str(tmp_path))
+    proc = _edgekit("bench", str(tiny_gguf), "--suite", str(small_suite), "--device", "cuda", "--out", str(tmp_path))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 4 and len(lines) == 1 and "CUDA" in lines[0], proc.stderr
     assert not (tmp_path / "results.json").exists()

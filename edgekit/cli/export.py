@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.cli import options as opt
+
 console = Console()
 
 
@@ -16,26 +18,29 @@ def _split(levels: str) -> list[str]:
 
 
 def export(
-    model: str = typer.Argument(..., help="Hugging Face model folder or Hub id (safetensors), or 'demo'."),
+    model: str = opt.model_argument("Weights as safetensors."),
     fmt: str = typer.Option("gguf", "--format", "-f", help="gguf or onnx."),
-    quant: str = typer.Option(
-        None,
-        "--quant",
-        "-q",
-        help="Comma-separated levels, e.g. F32,Q5_K_M,Q4_K_M or fp32,int8,int4. Default: the target's ladder, else F16 / fp32.",
+    quant: str = opt.quant_option(
+        None, "Comma-separated, e.g. F32,Q5_K_M,Q4_K_M or fp32,int4. Default: the target's ladder, else F16 / fp32."
     ),
-    out: Path = typer.Option(Path("export/models"), "--out", "-o", help="Output folder."),
-    target: str = typer.Option(None, "--target", "-t", help="Target profile: its ladder and verification thresholds."),
+    out: Path = opt.out_option(Path("export/models")),
+    target: str = opt.target_option(detail="Its ladder and verification thresholds apply."),
     imatrix: str = typer.Option(
         "auto", "--imatrix", help="auto (compute from --calibration text), none, or an imatrix file."
     ),
-    calibration: Path = typer.Option(
-        None, "--calibration", help="Text (.txt/.jsonl) for the importance matrix; default: the built-in corpus."
-    ),
+    calibration: Path = opt.calibration_option("For the importance matrix."),
     tensor_type: list[str] = typer.Option(
         [],
         "--tensor-type",
         help="GGUF per-tensor type override PATTERN=TYPE (regex on GGUF tensor names), e.g. '^output\\.weight$=Q8_0'. Repeatable.",
+    ),
+    allocate: str = typer.Option(
+        "auto",
+        "--allocate",
+        help="GGUF tensor types: auto/measure/fisher (chosen per tensor from measured sensitivity, within each level's size) or none (llama.cpp's own mix).",
+    ),
+    bpw: str = typer.Option(
+        None, "--bpw", help="GGUF: also one file per bits-per-weight target, e.g. 3.5,4,4.5,5 (sensitivity-allocated)."
     ),
     block_size: int = typer.Option(
         None, "--block-size", help="ONNX int4/int8: weights per scale (16..256). Default: the target's, else 32."
@@ -43,7 +48,7 @@ def export(
     onnx_route: str = typer.Option(
         "genai",
         "--onnx-route",
-        help="genai: ONNX Runtime GenAI package (onnxruntime-genai's builder); optimum: optimum-onnx graph (needs edgekit[optimum]).",
+        help="genai: ONNX Runtime GenAI package (onnxruntime-genai's builder); optimum: optimum-onnx graph (needs the optimum extra).",
     ),
     onnx_provider: str = typer.Option(
         None,
@@ -59,6 +64,10 @@ def export(
         help="ONNX int4/int8 compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 activations. Default: the target's, else the builder's.",
     ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify every file against PyTorch after export."),
+    revision: str = opt.revision_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    trust_remote_code: bool = opt.trust_remote_code_option(),
+    dtype: str = opt.dtype_option(),
 ) -> None:
     """Export a model to GGUF or ONNX at one or more quantization levels, then verify each file.
 
@@ -69,12 +78,25 @@ def export(
 
     if fmt not in ("gguf", "onnx"):
         raise typer.BadParameter(f"unknown format {fmt!r}; use gguf or onnx", param_hint="--format")
+    from edgekit.loading import using
+
     profile = load_target(target) if target else None
     overrides = _overrides(tensor_type, profile)
-    ref = resolve_teacher(model)
+    load = opt.load_options(revision, cache_dir, trust_remote_code, dtype)
+    with using([model], load):
+        ref = resolve_teacher(model, trust_remote_code)
+    with using([model, ref.path], load):
+        onnx = (onnx_route, _onnx_options(profile, onnx_provider, int4_algo, block_size, accuracy_level))
+        _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, onnx, verify, allocate, bpw)
+
+
+def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, onnx, verify, allocate, bpw) -> None:
+    """``onnx``: (route, BuilderOptions) for ONNX exports."""
     model = Path(ref.path)
+    targets = _bits_per_weight(bpw) if bpw else []
+    _check_allocate(allocate, targets, fmt)
     levels = _split(quant) if quant else (profile.ladder(fmt) if profile else [])
-    levels = levels or (["F16"] if fmt == "gguf" else ["fp32"])
+    levels = levels or ([] if targets else ["F16"] if fmt == "gguf" else ["fp32"])
     if fmt == "gguf":
         from edgekit.export.gguf import export_gguf
 
@@ -90,12 +112,17 @@ def export(
             calibration_ids=calib,
             calibration_source=str(calibration) if calibration else None,
             type_overrides=overrides,
+            allocate=None if allocate == "none" else allocate,
+            bpw=targets,
         )
+        from edgekit.export.sidecar import read_sidecar
+
+        levels = levels + [read_sidecar(p)["quantization"] for p in paths[len(levels) :]]  # their gates
     else:
         from edgekit.export.onnx import export_onnx
 
-        options = _onnx_options(profile, onnx_provider, int4_algo, block_size, accuracy_level)
-        paths = export_onnx(model, out, levels, route=onnx_route, options=options, block_size=block_size)
+        route, options = onnx
+        paths = export_onnx(model, out, levels, route=route, options=options, block_size=options.block_size)
     for path in paths:
         console.print(f"[green]wrote[/] {path}")
     if verify:
@@ -112,6 +139,29 @@ def _onnx_options(profile, provider: str | None, algo: str | None, block_size: i
     options = profile.export.onnx.builder_options() if profile else BuilderOptions()
     flags = {"provider": provider, "int4_algo": algo, "block_size": block_size, "accuracy_level": accuracy}
     return replace(options, **{k: v for k, v in flags.items() if v is not None})
+
+
+def _bits_per_weight(text: str) -> list[float]:
+    """--bpw 3.5,4,4.5 -> [3.5, 4.0, 4.5]; each between 2 and 16."""
+    try:
+        values = [float(v) for v in _split(text)]
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers like 3.5,4,4.5, got {text!r}", param_hint="--bpw") from None
+    bad = [v for v in values if not 2.0 <= v <= 16.0]
+    if bad or not values:
+        raise typer.BadParameter("bits per weight must lie between 2 and 16", param_hint="--bpw")
+    return values
+
+
+def _check_allocate(allocate: str, targets: list[float], fmt: str) -> None:
+    from edgekit.export.mix import ALLOCATE_METHODS
+
+    if allocate not in (*ALLOCATE_METHODS, "none"):
+        raise typer.BadParameter(f"{allocate!r}; use {', '.join(ALLOCATE_METHODS)} or none", param_hint="--allocate")
+    if targets and (fmt != "gguf" or allocate == "none"):
+        raise typer.BadParameter(
+            "needs --format gguf and a sensitivity allocation (not --allocate none)", param_hint="--bpw"
+        )
 
 
 def _overrides(pairs: list[str], profile) -> dict[str, str]:
@@ -137,16 +187,21 @@ def _calibration_rows(model: Path, calibration: Path):
 
 
 def _verify_all(paths, reference: Path, profile, levels: list[str], tokens: int) -> None:
-    from edgekit.errors import VerificationError
-    from edgekit.export.verify import verify_artifact
+    from edgekit.errors import NativeCrash, VerificationError
+    from edgekit.export.verify import reject_artifact, verify_artifact
 
     table = Table(title="verification against PyTorch fp32")
     for col in ("artifact", "level", "mean KL", "top-1", "ppl change", "tokenizer", "result"):
         table.add_column(col)
-    failed = []
+    failed, crashed = [], []
     for path, level in zip(paths, levels, strict=True):
         threshold = profile.verify.threshold(level) if profile else None
-        r = verify_artifact(path, reference, level=level, threshold=threshold, max_tokens=tokens)
+        try:
+            r = verify_artifact(path, reference, level=level, threshold=threshold, max_tokens=tokens)
+        except NativeCrash as exc:  # the runtime died on the file (in a child process): a failure
+            crashed.append(f"{exc}; moved to {reject_artifact(path)}")
+            table.add_row(Path(path).name, level, "-", "-", "-", "-", "[red]CRASH[/]")
+            continue
         table.add_row(
             Path(path).name,
             level,
@@ -159,19 +214,25 @@ def _verify_all(paths, reference: Path, profile, levels: list[str], tokens: int)
         if not r.passed:
             failed.append(r)
     console.print(table)
-    if failed:
+    if failed or crashed:  # nothing that failed stays under its final name
+        moved = [f"{r.artifact} failed; moved to {reject_artifact(r.artifact)}\n{r.table()}" for r in failed]
         raise VerificationError(
-            f"{len(failed)} of {len(paths)} files failed verification",
-            "\n\n".join(f"{r.artifact}\n{r.table()}" for r in failed),
+            f"{len(failed) + len(crashed)} of {len(paths)} files failed verification", "\n\n".join(crashed + moved)
         )
 
 
 def verify(
     artifact: Path = typer.Argument(..., help="A .gguf file or an ONNX folder."),
-    reference: Path = typer.Option(..., "--reference", "-r", help="The HF model folder it was exported from."),
-    target: str = typer.Option(None, "--target", "-t", help="Target profile whose thresholds apply."),
-    level: str = typer.Option(None, "--level", help="Quantization level (default: from the sidecar)."),
-    tokens: int = typer.Option(None, "--tokens", help="Held-out tokens to compare (default: the target's, else 1024)."),
+    reference: Path = opt.reference_option(required=True),
+    target: str = opt.target_option(detail="Its thresholds apply."),
+    level: str = opt.quant_option(None, "Default: from the sidecar."),
+    tokens: int = typer.Option(
+        None, "--heldout-tokens", help="Held-out tokens to compare (default: the target's, else 1024)."
+    ),
+    revision: str = opt.revision_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    trust_remote_code: bool = opt.trust_remote_code_option(),
+    dtype: str = opt.dtype_option(),
 ) -> None:
     """Check an exported artifact against the PyTorch model it came from (exit 3 with a table on failure).
 
@@ -179,6 +240,7 @@ def verify(
     """
     from edgekit.errors import InputError
     from edgekit.export.verify import verify_artifact
+    from edgekit.loading import using
     from edgekit.targets import load_target
 
     if not artifact.exists():
@@ -186,12 +248,13 @@ def verify(
     profile = load_target(target) if target else None
     threshold = profile.verify.threshold if profile else None
     tokens = tokens or (profile.verify.heldout_tokens if profile else 1024)
-    report = verify_artifact(artifact, reference, level=level, threshold=threshold, max_tokens=tokens, check=True)
+    with using([reference], opt.load_options(revision, cache_dir, trust_remote_code, dtype)):
+        report = verify_artifact(artifact, reference, level=level, threshold=threshold, max_tokens=tokens, check=True)
     console.print(report.table())
     console.print(f"[green]passed[/] {artifact} ({report.level}, {report.tokens} tokens, {report.backend})")
 
 
 def register(app: typer.Typer) -> None:
     """Add ``export`` and ``verify`` to the CLI."""
-    app.command("export")(export)
-    app.command("verify")(verify)
+    app.command("export", cls=opt.Command)(export)
+    app.command("verify", cls=opt.Command)(verify)

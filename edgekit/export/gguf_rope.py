@@ -34,23 +34,9 @@ _YARN_DEFAULTS = {"beta_fast": 32, "beta_slow": 1, "truncate": True}
 _YARN_CUSTOM = ("beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim", "truncate")
 
 
-def _rope_parameters(config: Any) -> dict[str, Any]:
-    """transformers 5's ``rope_parameters`` (theta and scaling in one dict), else 4.x's ``rope_scaling``."""
-    params = getattr(config, "rope_parameters", None)
-    if not isinstance(params, dict) or not params:
-        params = getattr(config, "rope_scaling", None)
-    return dict(params) if isinstance(params, dict) else {}
-
-
-def rope_theta(config: Any) -> float:
-    """The RoPE base frequency: ``rope_parameters["rope_theta"]`` (transformers 5), else ``config.rope_theta``."""
-    theta = _rope_parameters(config).get("rope_theta") or getattr(config, "rope_theta", None)
-    return float(theta or 10000.0)
-
-
 def rope_scaling_of(config: Any, arch: str) -> dict[str, Any] | None:
     """The config's rope scaling dict with ``kind`` set, None when there is none, or raise if unsupported."""
-    scaling = _rope_parameters(config)
+    scaling = dict(getattr(config, "rope_scaling", None) or {})
     kind = scaling.get("rope_type") or scaling.get("type")
     if kind in (None, "default"):
         return None
@@ -88,7 +74,10 @@ def rope_factors(config: Any, scaling: dict[str, Any] | None) -> np.ndarray | No
     """
     if not scaling or scaling["kind"] != "llama3":
         return None
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    from edgekit.arch import head_dim as head_dim_of
+    from edgekit.arch import rope_theta
+
+    head_dim = head_dim_of(config)
     base = rope_theta(config)
     factor = float(scaling["factor"])
     low, high = float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0))

@@ -18,8 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgekit.errors import VerificationError
 from edgekit.fileio import read_json
-from edgekit.formats import LEVELS
-from edgekit.models import count_parameters, load_config
+from edgekit.loading import LoadOptions, using
+from edgekit.models import count_parameters
 from edgekit.pipeline import preflight, stages
 from edgekit.pipeline.bundle import bench_summary, write_bundle
 from edgekit.pipeline.runner import StageResult, StageRunner
@@ -46,27 +46,24 @@ def build(
     resume: bool = False,
     progress: bool = True,
     console: Console | None = None,
+    load: LoadOptions | None = None,
 ) -> BuildResult:
     """Run the whole pipeline for ``target`` and return the bundle it wrote.
 
     Settings come from the build config's defaults, then ``config_path`` (TOML), then ``overrides``
-    (``section.key=value``); ``teacher`` overrides ``[teacher] model``.
+    (``section.key=value``); ``teacher`` overrides ``[teacher] model``. ``load`` (revision, cache
+    folder, remote code, dtype) applies to the teacher only.
     """
     console = console or get_console()  # the stages' own bars nest in this display only if they share it
-    profile, config = preflight.load_inputs(target, config_path, overrides)
-    source = teacher or config.teacher.model
-    preflight.check_teacher_source(source)
-    plan = stages.export_plan(profile, config.export)
-    preflight.check_backends([fmt for fmt, levels in plan.items() if levels])
-    round_to = config.prune.round_to or (256 if any(LEVELS[q].k_quant for q in plan.get("gguf", [])) else 1)
-    teacher_config = _teacher_config(source, config.teacher.trust_remote_code)
-    student_config = preflight.predicted_student_config(teacher_config, config, round_to)
-    preflight.check_fits(student_config, profile, source)
-    preflight.check_exportable(student_config, plan, source)
+    checked = preflight.run(
+        target, teacher=teacher, config_path=config_path, overrides=overrides, out=out, workdir=workdir, load=load
+    )
+    profile, config, source, plan, round_to = (
+        checked.profile, checked.config, checked.source, checked.plan, checked.round_to
+    )  # fmt: skip
     out = Path(out)
-    n_levels = sum(len(v) for v in plan.values())
-    preflight.check_disk(Path(workdir) if workdir else out, preflight.parameter_estimate(teacher_config), n_levels)
-    ref = resolve_teacher(source, config.teacher.trust_remote_code, progress=progress)
+    with using([source], checked.load):
+        ref = resolve_teacher(source, checked.load.trust_remote_code, progress=progress)
     work = Path(workdir) if workdir else out / ".work" / ref.name
 
     with Progress(
@@ -85,27 +82,21 @@ def build(
             )
 
         runner = StageRunner(work, resume=resume, on_stage=on_stage)
-        bundle = _run_stages(runner, ref, profile, config, plan, round_to, out, progress)
+        with using([source, ref.path], checked.load):
+            bundle = _run_stages(runner, ref, profile, config, plan, round_to, out, progress, checked.load)
         bar.update(task, completed=len(STAGES), description="done")
     return bundle
 
 
-def _teacher_config(source: str, trust_remote_code: bool):
-    """The teacher's config without loading weights (or training the demo teacher)."""
-    if source == "demo":
-        from edgekit.demo import demo_config
-
-        return demo_config()
-    return load_config(source, trust_remote_code=trust_remote_code)
-
-
 def _run_stages(
-    runner: StageRunner, ref, profile, config, plan, round_to: int, out: Path, progress: bool
+    runner: StageRunner, ref, profile, config, plan, round_to: int, out: Path, progress: bool, load: LoadOptions
 ) -> BuildResult:
     data, seed, resume = config.data, config.seed, runner.resume
-    base = {"teacher": ref.fingerprint, "data": data.model_dump(), "seed": seed}
+    teacher = {"fingerprint": ref.fingerprint, **_loading(load)}  # a revision or dtype is another teacher
+    base = {"teacher": teacher, "data": data.model_dump(), "seed": seed}
     model_path = Path(ref.path)
     key = ref.fingerprint
+    stage_models = [("teacher", model_path)]  # each stage's model, for the report's lineage rows
     if config.distill.enabled:
         d = runner.run(
             "distill",
@@ -113,6 +104,7 @@ def _run_stages(
             lambda o, s: stages.run_distill(o, s, ref.path, data, config.distill, seed, resume, progress),
         )
         model_path, key = d.path / stages.MODEL_DIR, d.key
+        stage_models.append(("distill", model_path))
     if config.prune.enabled:
         p = runner.run(
             "prune",
@@ -120,6 +112,7 @@ def _run_stages(
             lambda o, s, m=model_path: stages.run_prune(o, m, data, config.prune, round_to),
         )
         model_path, key = p.path / stages.MODEL_DIR, p.key
+        stage_models.append(("prune", model_path))
         if config.recover.enabled:
             r = runner.run(
                 "recover",
@@ -129,6 +122,7 @@ def _run_stages(
                 ),
             )
             model_path, key = r.path / stages.MODEL_DIR, r.key
+            stage_models.append(("recover", model_path))
     imatrix = profile.export.imatrix if config.export.imatrix is None else config.export.imatrix
     e = runner.run(
         "export",
@@ -140,6 +134,7 @@ def _run_stages(
             "calibration": config.export.calibration_sequences,
             "keep_output_tensor": profile.export.keep_output_tensor,
             "onnx": profile.export.onnx.model_dump(),
+            "allocate": config.export.allocate,
         },
         lambda o, s: stages.run_export(
             o,
@@ -153,6 +148,7 @@ def _run_stages(
             provenance={"teacher": ref.source},
             keep_output_tensor=profile.export.keep_output_tensor,
             onnx_options=profile.export.onnx.builder_options(),
+            allocate=config.export.allocate,
         ),
     )
     artifacts = e.summary["artifacts"]
@@ -196,6 +192,17 @@ def _run_stages(
     if runner.on_stage is not None:
         runner.on_stage("bundle", "run")
     manifest = _manifest(runner, ref, profile, model_path, passed, v.summary["reports"], bench, recommendation)
+    from edgekit.pipeline.summary import add_report_fields
+
+    seconds = {s.name: s.seconds for s in runner.results}
+    add_report_fields(
+        manifest,
+        profile=profile,
+        export_dir=e.path,
+        model_path=model_path,
+        stage_models=stage_models,
+        stage_seconds=seconds,
+    )
     bundle = write_bundle(
         out / profile.name / ref.name,
         export_dir=e.path,
@@ -206,6 +213,11 @@ def _run_stages(
         manifest=manifest,
     )
     return BuildResult(bundle, manifest, runner.results)
+
+
+def _loading(load: LoadOptions) -> dict[str, Any]:
+    """The loading options that change the teacher's weights (not where the download cache is)."""
+    return {"revision": load.revision, "dtype": load.dtype, "trust_remote_code": load.trust_remote_code}
 
 
 def _file_stem(name: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from edgekit.arch import keep_layers
 from edgekit.prune.importance import Scores
 from edgekit.prune.surgery import Keep, group_size, head_dim
 
@@ -75,7 +76,7 @@ def planned_config(config, plan: PrunePlan):
     new = copy.deepcopy(config)
     groups, per_group = kept_attention(config, plan)
     new.head_dim = head_dim(config)
-    new.num_hidden_layers = config.num_hidden_layers - plan.layers
+    keep_layers(new, list(range(config.num_hidden_layers - plan.layers)))  # which ones is decided later
     new.intermediate_size = kept_size(config.intermediate_size, plan.ffn, plan.round_to)
     new.hidden_size = kept_size(config.hidden_size, plan.hidden, plan.round_to)
     new.num_key_value_heads, new.num_attention_heads = groups, groups * per_group
@@ -92,11 +93,16 @@ def _in_group(head_scores: torch.Tensor, groups: torch.Tensor, per_group: int, k
     return torch.stack([_top(row, keep) for row in by_group])
 
 
+def check_layers(remove: int, n_layers: int) -> None:
+    """ValueError when a plan removes every layer (asked by the prune stage and by the build's preflight)."""
+    if remove >= n_layers:
+        raise ValueError(f"cannot remove {remove} of {n_layers} layers")
+
+
 def select(scores: Scores, plan: PrunePlan, config) -> Keep:
     """Kept indices: the highest-scoring structures at the plan's sizes."""
     n = config.num_hidden_layers
-    if plan.layers >= n:
-        raise ValueError(f"cannot remove {plan.layers} of {n} layers")
+    check_layers(plan.layers, n)
     layers = sorted(_top(scores.layers, n - plan.layers).tolist()) if plan.layers else list(range(n))
     shape = planned_config(config, plan)
     n_groups, q = kept_attention(config, plan)

@@ -52,6 +52,7 @@ class LlamaCppBackend:
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         verbose: bool = False,
+        kv_f32: bool = False,
         **_: object,
     ):
         try:
@@ -72,6 +73,7 @@ class LlamaCppBackend:
             logits_all=False,  # see the module docstring: logits() asks for all rows itself
             verbose=verbose,
             seed=0,
+            **({"type_k": 0, "type_v": 0} if kv_f32 else {}),  # GGML_TYPE_F32: exact parity checks (default f16)
         )
         self.info = ModelInfo(
             backend="llama.cpp",
@@ -90,8 +92,8 @@ class LlamaCppBackend:
         )
         self.chat_template = meta.get("chat_template")
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True)
+    def tokenize(self, text: str, add_special_tokens: bool = True, parse_special: bool = False) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=parse_special)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self._llm.detokenize(list(ids)).decode("utf-8", errors="replace")

@@ -136,6 +136,8 @@ class GenaiBackend:
         self._tokenizer_specials = og.Tokenizer(self._model)
         self._tokenizer_specials.update_options(add_special_tokens="true")
         self.eos_token_ids = [int(i) for i in self._tokenizer.eos_token_ids]
+        self._specials: list[str] | None = None  # control-token strings, read from tokenizer.json on first use
+        self._hf_tokenizer = None  # loaded only for user text that holds a control-token string
         context = int(genai.get("model", {}).get("context_length") or 2048)
         self.n_ctx = min(int(n_ctx), context) if n_ctx else context
         self.vocab_size = int(genai.get("model", {}).get("vocab_size") or 0)
@@ -186,9 +188,28 @@ class GenaiBackend:
         )
 
     # ---- text ----------------------------------------------------------------------------------
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    def tokenize(self, text: str, add_special_tokens: bool = True, parse_special: bool = False) -> list[int]:
+        """ORT GenAI's token ids. User text holding a control-token string (``parse_special`` False) goes
+        through the HF tokenizer with special tokens split, since ORT GenAI's tokenizer always parses them."""
+        if not parse_special and any(s in text for s in self._special_strings()):
+            return self._hf_plain_ids(text, add_special_tokens)
         tokenizer = self._tokenizer_specials if add_special_tokens else self._tokenizer
         return [int(i) for i in tokenizer.encode(text)]
+
+    def _special_strings(self) -> list[str]:
+        if self._specials is None:
+            path = self.folder / "tokenizer.json"
+            added = json.loads(path.read_text(encoding="utf-8")).get("added_tokens", []) if path.is_file() else []
+            self._specials = [t["content"] for t in added if t.get("special") and t.get("content")]
+        return self._specials
+
+    def _hf_plain_ids(self, text: str, add_special_tokens: bool) -> list[int]:
+        if self._hf_tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._hf_tokenizer = AutoTokenizer.from_pretrained(str(self.folder), trust_remote_code=False)
+        ids = self._hf_tokenizer.encode(text, add_special_tokens=add_special_tokens, split_special_tokens=True)
+        return [int(i) for i in ids]
 
     def detokenize(self, ids: Sequence[int]) -> str:
         if len(ids) == 0:
