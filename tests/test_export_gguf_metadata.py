@@ -46,8 +46,7 @@ def test_gguf_carries_chat_template_and_bos_eos_flags_when_exported(make_tiny_hf
 
 def _rope_model(tmp_path: Path, bpe_tokenizer, arch: str, scaling: dict) -> Path:
     config = tiny_config(TinySpec(arch=arch, vocab_size=len(bpe_tokenizer)))
-    # transformers 5 keeps theta and scaling in one dict; replacing it whole would drop rope_theta
-    config.rope_parameters = {**(config.rope_parameters or {}), **scaling}
+    config.rope_parameters = {**scaling, "rope_theta": 10000.0}  # transformers 5: theta lives in rope_parameters
     config.initializer_range = 0.08
     torch.manual_seed(0)
     from transformers import AutoModelForCausalLM
