@@ -68,6 +68,12 @@ ROPE_CASES = {
 }
 
 
+def test_gguf_rope_base_is_the_configs_rope_theta_when_transformers_5_nests_it(make_tiny_hf, tmp_path):
+    """transformers 5 has no ``config.rope_theta``: it lives in ``rope_parameters``; a default of 1e4 would be wrong."""
+    (path,) = export_gguf(make_tiny_hf("llama", rope_theta=500000.0), tmp_path, ["F16"], progress=False)
+    assert field(gguf.GGUFReader(path), "llama.rope.freq_base") == pytest.approx(500000.0)
+
+
 @pytest.mark.parametrize(
     ("arch", "kind"),
     [("llama", "linear"), ("llama", "yarn"), ("llama", "llama3"), ("qwen2", "linear"), ("qwen2", "yarn")],
