@@ -69,8 +69,8 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 TINY_TEACHER = {  # the dry run's stand-in for the published config: same family, tiny
     "model_type": "qwen2",
-    "hidden_size": 32,
-    "intermediate_size": 64,
+    "hidden_size": 64,  # head_dim 16: ONNX Runtime's GroupQueryAttention needs a multiple of 16
+    "intermediate_size": 128,
     "num_hidden_layers": 4,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
