@@ -1,5 +1,8 @@
 """Decode speed of edgekit's ONNX Runtime loop vs optimum's ORTModelForCausalLM on the same ONNX model.
 
+The optimum route only (``edgekit[optimum]``, ``export_onnx(..., route="optimum")``): skipped when
+optimum-onnx is not installed. The default route's benchmark is ``bench_runtime_onnx_genai.py``.
+
 Target: edgekit >= 100% of optimum's decode tokens/s. Both run greedy, same prompt, same thread
 count, same graph. Decode rate = (N - 1) / (t(N tokens) - t(1 token)), so prefill cancels out.
 
@@ -42,13 +45,13 @@ def export_model(tiny: bool, out: Path) -> Path:
         from edgekit.demo import demo_teacher
 
         source = demo_teacher(progress=False)
-    return export_onnx(source, out / "onnx", ["fp32"], progress=False)[0]
+    return export_onnx(source, out / "onnx", ["fp32"], route="optimum", progress=False)[0]
 
 
 def edgekit_runner(folder: Path, threads: int):
     """A function generating n tokens greedily through OrtBackend."""
     from edgekit.runtime.base import SamplingParams
-    from edgekit.runtime.onnxruntime import OrtBackend
+    from edgekit.runtime.ort_loop import OrtBackend
 
     backend = OrtBackend(folder, n_threads=threads)
     ids = backend.tokenize(PROMPT)
@@ -96,6 +99,7 @@ def decode_rate(run, tokens: int, repeats: int) -> float:
 
 @pytest.fixture(scope="module")
 def onnx_folder(tmp_path_factory) -> Path:
+    pytest.importorskip("optimum.onnxruntime", reason="the optimum route needs edgekit[optimum]")
     tiny = os.environ.get("EDGEKIT_BENCH_TINY") == "1"
     return export_model(tiny=tiny, out=tmp_path_factory.mktemp("bench-onnx"))
 

@@ -45,6 +45,30 @@ class Budget(_Strict):
     context_length: PositiveInt = 2048  # tokens of KV cache to plan for
 
 
+class OnnxExportSettings(_Strict):
+    """How onnxruntime-genai's builder writes this device's ONNX packages (``[export.onnx]``).
+
+    The execution provider is the one the graph is specialized for (the builder's ``-e``); the
+    precisions to write are ``export.onnx_ladder``.
+    """
+
+    execution_provider: Literal["cpu", "cuda", "dml", "webgpu", "trt-rtx"] = "cpu"
+    int4_algo: Literal["rtn", "k_quant", "default"] = "rtn"  # weight-only quantizer (int4 and int8)
+    block_size: Literal[16, 32, 64, 128, 256] = 32  # weights per scale
+    accuracy_level: Literal[1, 2, 3, 4] | None = None  # MatMulNBits compute: 1 fp32, 2 fp16, 3 bf16, 4 int8
+
+    def builder_options(self):
+        """These settings as ``edgekit.export.onnx_genai.BuilderOptions``."""
+        from edgekit.export.onnx_genai import BuilderOptions
+
+        return BuilderOptions(
+            provider=self.execution_provider,
+            int4_algo=self.int4_algo,
+            block_size=self.block_size,
+            accuracy_level=self.accuracy_level,
+        )
+
+
 class ExportSettings(_Strict):
     """Which formats to produce and the quantization ladder to walk (smallest first)."""
 
@@ -53,6 +77,7 @@ class ExportSettings(_Strict):
     onnx_ladder: list[str] = ["int4", "int8"]
     imatrix: bool = True  # compute an importance matrix for K-quants
     keep_output_tensor: str | None = None  # e.g. "Q8_0": quantize output/embeddings no lower than this
+    onnx: OnnxExportSettings = OnnxExportSettings()
 
     @field_validator("gguf_ladder", "onnx_ladder")
     @classmethod

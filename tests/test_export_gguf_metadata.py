@@ -46,7 +46,8 @@ def test_gguf_carries_chat_template_and_bos_eos_flags_when_exported(make_tiny_hf
 
 def _rope_model(tmp_path: Path, bpe_tokenizer, arch: str, scaling: dict) -> Path:
     config = tiny_config(TinySpec(arch=arch, vocab_size=len(bpe_tokenizer)))
-    config.rope_scaling, config.initializer_range = scaling, 0.08
+    config.rope_parameters = {**scaling, "rope_theta": 10000.0}  # transformers 5: theta lives in rope_parameters
+    config.initializer_range = 0.08
     torch.manual_seed(0)
     from transformers import AutoModelForCausalLM
 
@@ -65,6 +66,12 @@ ROPE_CASES = {
         "original_max_position_embeddings": 64,
     },
 }
+
+
+def test_gguf_rope_base_is_the_configs_rope_theta_when_transformers_5_nests_it(make_tiny_hf, tmp_path):
+    """transformers 5 has no ``config.rope_theta``: it lives in ``rope_parameters``; a default of 1e4 would be wrong."""
+    (path,) = export_gguf(make_tiny_hf("llama", rope_theta=500000.0), tmp_path, ["F16"], progress=False)
+    assert field(gguf.GGUFReader(path), "llama.rope.freq_base") == pytest.approx(500000.0)
 
 
 @pytest.mark.parametrize(

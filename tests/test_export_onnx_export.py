@@ -15,16 +15,26 @@ from edgekit.export.onnx_int4 import dequantize_blocks, quantize_blocks
 from edgekit.formats import level
 from edgekit.models import load_model
 from edgekit.quality import compare_logits
-from edgekit.runtime.onnxruntime import OrtBackend
+from edgekit.runtime.ort_loop import OrtBackend
+
+
+def require_optimum() -> None:
+    """The optimum route's tests need ``edgekit[optimum]`` (optimum-onnx caps transformers < 4.58)."""
+    import importlib.util
+
+    if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.exporters.onnx") is None:
+        pytest.skip("optimum route: optimum-onnx is not installed (pip install 'edgekit[optimum]')")
+
 
 TEXT = "def parse(path):\n    return open(path).read().split()  # tokens, émoji 🙂"
 
 
 def exported(tmp_path_factory, make_tiny_hf, arch: str, quants: tuple[str, ...]) -> dict[str, Path]:
     """Export ``arch`` once per session (folders shared through the session's base temp dir)."""
+    require_optimum()
     out = tmp_path_factory.getbasetemp() / f"onnx-export-{arch}-{'-'.join(quants)}"
     if not out.exists():
-        export_onnx(make_tiny_hf(arch), out, list(quants), progress=False)
+        export_onnx(make_tiny_hf(arch), out, list(quants), progress=False, route="optimum")
     return {q: out / f"onnx-{q}" for q in quants}
 
 
@@ -76,13 +86,13 @@ def test_onnx_quantized_kl_within_level_threshold_when_loaded(llama_levels, tiny
 
 def test_export_onnx_raises_input_error_when_folder_missing(tmp_path):
     with pytest.raises(InputError, match="not found"):
-        export_onnx(tmp_path / "nope", tmp_path / "out")
+        export_onnx(tmp_path / "nope", tmp_path / "out", route="optimum")
     assert not (tmp_path / "out").exists()
 
 
 def test_export_onnx_raises_config_error_when_level_unknown(tiny_llama_dir, tmp_path):
     with pytest.raises(ConfigError, match="fp8"):
-        export_onnx(tiny_llama_dir, tmp_path / "out", ["fp8"])
+        export_onnx(tiny_llama_dir, tmp_path / "out", ["fp8"], route="optimum")
     assert not (tmp_path / "out").exists()
 
 
@@ -93,7 +103,7 @@ def test_export_onnx_names_supported_archs_when_architecture_unsupported(tiny_ll
     config["model_type"] = "gpt2"
     (source / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedModelError, match="llama, mistral, qwen2"):
-        export_onnx(source, tmp_path / "out")
+        export_onnx(source, tmp_path / "out", route="optimum")
     assert not (tmp_path / "out").exists()
 
 
@@ -113,7 +123,8 @@ def test_export_onnx_replaces_level_and_leaves_no_temp_when_rerun(tiny_llama_dir
     out = tmp_path / "out"
     (out / "onnx-int4").mkdir(parents=True)
     (out / "onnx-int4" / "stale.txt").write_text("old")
-    folders = export_onnx(tiny_llama_dir, out, ["int4"], block_size=64, progress=False)
+    require_optimum()
+    folders = export_onnx(tiny_llama_dir, out, ["int4"], block_size=64, progress=False, route="optimum")
     assert [p.name for p in out.iterdir()] == ["onnx-int4"] and folders == [out / "onnx-int4"]
     assert not (out / "onnx-int4" / "stale.txt").exists()
     assert json.loads((out / "onnx-int4" / "edgekit-artifact.json").read_text())["int4"]["block_size"] == 64

@@ -17,7 +17,16 @@ from edgekit.export.onnx import export_onnx
 from edgekit.models import load_model
 from edgekit.runtime.base import Backend, SamplingParams
 from edgekit.runtime.onnx_check import check_onnx
-from edgekit.runtime.onnxruntime import OrtBackend, pick_provider
+from edgekit.runtime.ort_loop import OrtBackend, pick_provider
+
+
+def require_optimum() -> None:
+    """The optimum route's tests need ``edgekit[optimum]`` (optimum-onnx caps transformers < 4.58)."""
+    import importlib.util
+
+    if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.exporters.onnx") is None:
+        pytest.skip("optimum route: optimum-onnx is not installed (pip install 'edgekit[optimum]')")
+
 
 PROMPT = "import os\nclass Reader:"
 
@@ -27,7 +36,8 @@ def onnx_llama(tmp_path_factory, make_tiny_hf) -> Path:
     """The tiny Llama exported to fp32 ONNX once per session (shared with the export tests' folder)."""
     out = tmp_path_factory.getbasetemp() / "onnx-export-llama-fp32"
     if not out.exists():
-        export_onnx(make_tiny_hf("llama"), out, ["fp32"], progress=False)
+        require_optimum()
+        export_onnx(make_tiny_hf("llama"), out, ["fp32"], progress=False, route="optimum")
     return out / "onnx-fp32"
 
 
@@ -112,7 +122,7 @@ _CHILD = textwrap.dedent(
     """
     import sys
     from edgekit.errors import BackendUnavailable, InputError
-    from edgekit.runtime.onnxruntime import OrtBackend, pick_provider
+    from edgekit.runtime.ort_loop import OrtBackend, pick_provider
     for folder in sys.argv[1:]:
         try:
             OrtBackend(folder)

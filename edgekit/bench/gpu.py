@@ -39,17 +39,26 @@ def llamacpp_has_cuda() -> bool:
 
 
 def ort_has_cuda() -> bool:
-    """Whether ONNX Runtime offers the CUDA execution provider (onnxruntime-gpu)."""
+    """Whether ONNX Runtime offers the CUDA execution provider (onnxruntime-gpu) to ONNX Runtime GenAI.
+
+    ONNX packages run through onnxruntime-genai, whose CUDA build (onnxruntime-genai-cuda) needs
+    onnxruntime-gpu underneath; both must say yes.
+    """
     try:
         import onnxruntime
+        import onnxruntime_genai
     except ImportError:
         return False
-    return CUDA_PROVIDER in onnxruntime.get_available_providers()
+    return CUDA_PROVIDER in onnxruntime.get_available_providers() and bool(onnxruntime_genai.is_cuda_available())
 
 
 _NEEDS = {
     "gguf": (llamacpp_has_cuda, "llama-cpp-python built with CUDA (CMAKE_ARGS=-DGGML_CUDA=on)"),
-    "onnx": (ort_has_cuda, "onnxruntime-gpu (pip install 'edgekit[gpu]', then uninstall onnxruntime)"),
+    "onnx": (
+        ort_has_cuda,
+        "onnxruntime-genai-cuda and onnxruntime-gpu (pip install 'edgekit[gpu]', then uninstall onnxruntime"
+        " and onnxruntime-genai)",
+    ),
 }
 
 

@@ -42,7 +42,27 @@ def export(
     bpw: str = typer.Option(
         None, "--bpw", help="GGUF: also one file per bits-per-weight target, e.g. 3.5,4,4.5,5 (sensitivity-allocated)."
     ),
-    block_size: int = typer.Option(32, "--block-size", help="ONNX int4: weights per scale (power of two >= 16)."),
+    block_size: int = typer.Option(
+        None, "--block-size", help="ONNX int4/int8: weights per scale (16..256). Default: the target's, else 32."
+    ),
+    onnx_route: str = typer.Option(
+        "genai",
+        "--onnx-route",
+        help="genai: ONNX Runtime GenAI package (onnxruntime-genai's builder); optimum: optimum-onnx graph (needs the optimum extra).",
+    ),
+    onnx_provider: str = typer.Option(
+        None,
+        "--onnx-provider",
+        help="Execution provider the ONNX package targets: cpu, cuda, dml, webgpu, trt-rtx. Default: the target's, else cpu.",
+    ),
+    int4_algo: str = typer.Option(
+        None, "--int4-algo", help="ONNX int4/int8 quantizer: rtn, k_quant or default. Default: the target's, else rtn."
+    ),
+    accuracy_level: int = typer.Option(
+        None,
+        "--accuracy-level",
+        help="ONNX int4/int8 compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 activations. Default: the target's, else the builder's.",
+    ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify every file against PyTorch after export."),
     revision: str = opt.revision_option(),
     cache_dir: Path = opt.cache_dir_option(),
@@ -58,6 +78,7 @@ def export(
 
     if fmt not in ("gguf", "onnx"):
         raise typer.BadParameter(f"unknown format {fmt!r}; use gguf or onnx", param_hint="--format")
+    _check_allocate(allocate, _bits_per_weight(bpw) if bpw else [], fmt)  # before any loading
     from edgekit.loading import using
 
     profile = load_target(target) if target else None
@@ -66,10 +87,12 @@ def export(
     with using([model], load):
         ref = resolve_teacher(model, trust_remote_code)
     with using([model, ref.path], load):
-        _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify, allocate, bpw)
+        onnx = (onnx_route, _onnx_options(profile, onnx_provider, int4_algo, block_size, accuracy_level))
+        _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, onnx, verify, allocate, bpw)
 
 
-def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify, allocate, bpw) -> None:
+def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, onnx, verify, allocate, bpw) -> None:
+    """``onnx``: (route, BuilderOptions) for ONNX exports."""
     model = Path(ref.path)
     targets = _bits_per_weight(bpw) if bpw else []
     _check_allocate(allocate, targets, fmt)
@@ -99,12 +122,24 @@ def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, bloc
     else:
         from edgekit.export.onnx import export_onnx
 
-        paths = export_onnx(model, out, levels, block_size=block_size)
+        route, options = onnx
+        paths = export_onnx(model, out, levels, route=route, options=options, block_size=options.block_size)
     for path in paths:
         console.print(f"[green]wrote[/] {path}")
     if verify:
         tokens = profile.verify.heldout_tokens if profile else 1024
         _verify_all(paths, model, profile, levels, tokens)
+
+
+def _onnx_options(profile, provider: str | None, algo: str | None, block_size: int | None, accuracy: int | None):
+    """The target's [export.onnx] settings (else the defaults) with the command line's flags on top."""
+    from dataclasses import replace
+
+    from edgekit.export.onnx_genai import BuilderOptions
+
+    options = profile.export.onnx.builder_options() if profile else BuilderOptions()
+    flags = {"provider": provider, "int4_algo": algo, "block_size": block_size, "accuracy_level": accuracy}
+    return replace(options, **{k: v for k, v in flags.items() if v is not None})
 
 
 def _bits_per_weight(text: str) -> list[float]:

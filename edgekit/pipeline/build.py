@@ -133,6 +133,7 @@ def _run_stages(
             "data": data.model_dump(),
             "calibration": config.export.calibration_sequences,
             "keep_output_tensor": profile.export.keep_output_tensor,
+            "onnx": profile.export.onnx.model_dump(),
             "allocate": config.export.allocate,
         },
         lambda o, s: stages.run_export(
@@ -146,6 +147,7 @@ def _run_stages(
             name=_file_stem(ref.name),
             provenance={"teacher": ref.source},
             keep_output_tensor=profile.export.keep_output_tensor,
+            onnx_options=profile.export.onnx.builder_options(),
             allocate=config.export.allocate,
         ),
     )

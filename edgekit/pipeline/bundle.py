@@ -20,7 +20,18 @@ from edgekit.fileio import atomic_path, read_json, remove_stale_temporaries, sha
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
-_PACKAGES = ("edgekit", "torch", "transformers", "llama-cpp-python", "gguf", "onnxruntime", "onnx", "optimum")
+_PACKAGES = (
+    "edgekit",
+    "torch",
+    "transformers",
+    "llama-cpp-python",
+    "gguf",
+    "onnxruntime",
+    "onnxruntime-genai",
+    "onnx",
+    "onnx-ir",
+    "optimum",
+)
 
 
 def tool_versions() -> dict[str, str | None]:

@@ -28,7 +28,7 @@ from edgekit.targets import TargetProfile, load_target
 # Python modules each format needs, and the pip requirement that provides them.
 BACKEND_MODULES = {
     "gguf": [("gguf", "gguf"), ("llama_cpp", "llama-cpp-python")],
-    "onnx": [("onnxruntime", "onnxruntime"), ("optimum.exporters.onnx", "optimum-onnx")],
+    "onnx": [("onnxruntime", "onnxruntime"), ("onnxruntime_genai", "onnxruntime-genai"), ("onnx_ir", "onnx-ir")],
 }
 BYTES_PER_FP32 = 4
 
@@ -133,6 +133,18 @@ def check_fits(student_config: Any, profile: TargetProfile, model: str) -> list[
         f"is {profile.budget.memory_mb:,.0f} MiB; at {smallest.level} at most "
         f"{max_params * 8 / bits / 1e6:,.0f}M parameters would fit (distill into a smaller student or prune harder)"
     )
+
+
+def check_exportable(student_config: Any, plan: dict[str, list[str]], model: str) -> None:
+    """Refuse, before any training, a model whose family the ONNX builder cannot export (with the reason)."""
+    if not plan.get("onnx"):
+        return
+    from edgekit.errors import UnsupportedModelError
+    from edgekit.export.onnx_genai import unsupported_reason
+
+    reason = unsupported_reason(student_config)
+    if reason:
+        raise UnsupportedModelError(f"{model}: the target exports ONNX, but {reason}")
 
 
 def check_teacher_source(source: str) -> None:
@@ -295,6 +307,7 @@ def run(
     check_backends([fmt for fmt, levels in plan.items() if levels])
     student = predicted_student_config(t_config, config, round_to)
     check_fits(student, profile, source)
+    check_exportable(student, plan, source)  # a family the ONNX builder cannot export: refused before training
     for warning in check_runtime_rules(student, profile, [fmt for fmt, levels in plan.items() if levels]):
         from rich import get_console
 

@@ -192,6 +192,7 @@ def run_export(
     name: str = "model",
     provenance: dict[str, str] | None = None,
     keep_output_tensor: str | None = None,
+    onnx_options: Any = None,
     allocate: str = "none",
 ) -> dict[str, Any]:
     """Export every planned level; GGUF K-quants use an importance matrix from calibration text.
@@ -228,7 +229,8 @@ def run_export(
     if plan.get("onnx"):
         from edgekit.export.onnx import export_onnx
 
-        paths = export_onnx(model_path, out / "onnx", quants=plan["onnx"], progress=progress)
+        # onnx_options: the profile's [export.onnx] as BuilderOptions (execution provider, int4 settings)
+        paths = export_onnx(model_path, out / "onnx", quants=plan["onnx"], options=onnx_options, progress=progress)
         artifacts += [_artifact_entry(out, p, "onnx", q) for p, q in zip(paths, plan["onnx"], strict=True)]
     return {"artifacts": artifacts}
 

@@ -46,9 +46,9 @@ def open_backend(path: str | Path, backend: str = "auto", **options: Any) -> Bac
 
         return LlamaCppBackend(path, **options)
     if backend == "onnxruntime":
-        from edgekit.runtime.onnxruntime import OrtBackend
+        from edgekit.runtime.onnxruntime import open_onnx
 
-        return OrtBackend(path, **options)
+        return open_onnx(path, **options)
     if backend == "torch":
         from edgekit.runtime.torch import TorchBackend
 
