@@ -28,6 +28,18 @@ QWEN35_HF = (
 )
 
 
+def _deepseek_llm_hf() -> tuple[str, ...]:
+    """DeepSeek LLM's splits as its tokenizer.json spells them (characters llama.cpp's copy has in NFC)."""
+    from edgekit.export.gguf_pretok import DEEPSEEK_LLM
+
+    letters = DEEPSEEK_LLM[1].replace("Ὗ-\u03ce", "Ὗ-\u1f7d").replace("ῐ-\u0390", "ῐ-\u1fd3")
+    letters = letters.replace("ῖ-\u038a", "ῖ-\u1fdb").replace("ℨK-ℭ", "ℨ\u212a-ℭ")  # Kelvin sign, not K
+    return (DEEPSEEK_LLM[0], letters.replace("ℤ\u03a9ℨ", "ℤ\u2126ℨ"), *DEEPSEEK_LLM[2:5])
+
+
+DEEPSEEK_LLM_HF = _deepseek_llm_hf()
+
+
 def _split(regex: str) -> dict:
     return {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
 
@@ -65,6 +77,15 @@ BYTE_LEVEL_FAMILIES = {
         ),
         False,
         {"deepseek-coder"},
+    ),
+    "deepseek-llm": (
+        _seq(
+            *(_split(r) for r in DEEPSEEK_LLM_HF),
+            _digits(True),
+            _byte_level(False),
+        ),
+        False,
+        {"deepseek-llm"},
     ),
     "falcon": (
         _seq(
@@ -106,12 +127,17 @@ def _llama_version() -> str:
 
 
 def _fetch_from_sdist(version: str, dest: Path) -> None:
-    """The vocabularies from the llama-cpp-python sdist on PyPI (its vendor/llama.cpp/models)."""
-    url = f"https://pypi.org/pypi/llama-cpp-python/{'' if version == 'latest' else version + '/'}json"
-    with urllib.request.urlopen(url, timeout=30) as fh:
-        meta = json.load(fh)
-    sdist = next(u["url"] for u in meta["urls"] if u["packagetype"] == "sdist")
-    with urllib.request.urlopen(sdist, timeout=300) as fh:
+    """The vocabularies from the llama-cpp-python sdist on PyPI (its vendor/llama.cpp/models).
+
+    The file is found through PyPI's simple index (PEP 691 JSON), which mirrors serve too.
+    """
+    request = urllib.request.Request(
+        "https://pypi.org/simple/llama-cpp-python/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as fh:
+        files = [f for f in json.load(fh)["files"] if f["filename"].endswith(".tar.gz")]
+    wanted = [f for f in files if f["filename"] == f"llama_cpp_python-{version}.tar.gz"] or files[-1:]
+    with urllib.request.urlopen(wanted[0]["url"], timeout=300) as fh:
         data = fh.read()
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:

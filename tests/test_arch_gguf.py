@@ -79,7 +79,7 @@ def test_refusals_name_the_reason_before_work(make_tiny_hf, tmp_path):
 
 
 def test_mistral_window_shorter_than_context_warns():
-    from tests.published_configs import MISTRAL_7B_V03, hf_config
+    from published_configs import MISTRAL_7B_V03, hf_config
 
     config = hf_config({**MISTRAL_7B_V03, "sliding_window": 4096})
     assert gguf_warnings(config, 8192) and "4096" in gguf_warnings(config, 8192)[0]

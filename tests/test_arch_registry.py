@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from published_configs import PUBLISHED, PUBLISHED_PARAMS, hf_config
 
 from edgekit.arch import REGISTRY, count_params, family_of, kv_cache_bytes, tensor_shapes
 from edgekit.errors import UnsupportedModelError
 from edgekit.models import tiny_model
-from tests.published_configs import PUBLISHED, PUBLISHED_PARAMS, hf_config
 
 FAMILIES = sorted(REGISTRY)
 SMALL = dict(num_layers=4, hidden_size=64, intermediate_size=128, vocab_size=128, num_heads=4, num_kv_heads=2)

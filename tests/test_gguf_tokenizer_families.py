@@ -50,6 +50,7 @@ HAND_MADE = {
     "qwen35": (lv._seq(lv._split(lv.QWEN35_HF), lv._byte_level(False)), "qwen35"),
     "smollm": (lv.BYTE_LEVEL_FAMILIES["starcoder"][0], "smollm"),
     "deepseek-coder": (lv.BYTE_LEVEL_FAMILIES["deepseek-coder"][0], "deepseek-coder"),
+    "deepseek-llm": (lv.BYTE_LEVEL_FAMILIES["deepseek-llm"][0], "deepseek-llm"),
     "deepseek-v3": (lv._seq(*(lv._split(r) for r in pt.DEEPSEEK_V3), lv._byte_level(False)), "deepseek-v3"),
     "falcon": (lv.BYTE_LEVEL_FAMILIES["falcon"][0], "falcon"),
     "tekken": (lv._seq(lv._split(pt.TEKKEN), lv._byte_level(False)), "tekken"),

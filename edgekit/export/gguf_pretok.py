@@ -17,6 +17,7 @@ llama-cpp-python 0.3.36) and its loader flags (``ignore_merges``, ``clean_spaces
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,9 @@ PRE_TYPES: tuple[PreType, ...] = (
     PreType("qwen35", (QWEN35,), False, False),  # Qwen3.5
     PreType("smollm", (r"\p{N}", GPT2), False, False),  # SmolLM (Digits + ByteLevel), command-r
     PreType("starcoder", (r"\p{N}", GPT2), False, True),  # StarCoder, refact
-    PreType("deepseek-llm", DEEPSEEK_LLM, False, False),  # DeepSeek LLM 7B/67B
+    # DeepSeek LLM 7B/67B; its tokenizer.json splits digits one by one, llama.cpp keeps runs (the
+    # vocabulary has no multi-digit tokens, so the ids agree; the behaviour check confirms it)
+    PreType("deepseek-llm", DEEPSEEK_LLM, False, False, also=((*DEEPSEEK_LLM[:-1], r"\p{N}"),)),
     PreType("deepseek-coder", DEEPSEEK_CODER, False, False),  # DeepSeek Coder 1.x
     PreType("deepseek-v3", DEEPSEEK_V3, False, False),  # DeepSeek V3 / R1
     # Falcon's tokenizer.json also has Digits(individual_digits=false) after ByteLevel; llama.cpp
@@ -98,11 +101,13 @@ PRE_TYPE_NAMES = tuple(p.name for p in PRE_TYPES)
 def canonical(regex: str) -> str:
     """One spelling for regexes that split text identically.
 
-    Rewrites the case-insensitive contraction group as its case-expanded form, literal CR/LF/TAB
+    Applies NFC (llama.cpp's copy of DeepSeek's regex has three range ends in NFC, which HF's has
+    not), rewrites the case-insensitive contraction group as its case-expanded form, literal CR/LF/TAB
     as escapes, ``X{1}`` as ``X``, and drops a final ``|\\s+`` after ``|\\s+(?!\\S)`` (what it
     would match, whitespace before a non-space character no other branch takes, becomes a
     piece of its own anyway, since llama.cpp and HF's isolated Split both keep unmatched text).
     """
+    regex = unicodedata.normalize("NFC", regex)  # llama.cpp's source holds DeepSeek's ranges in NFC
     regex = regex.replace(_CONTRACTIONS_I, _CONTRACTIONS)
     regex = regex.replace("\r", r"\r").replace("\n", r"\n").replace("\t", r"\t")
     regex = regex.replace(r"\p{N}{1}", r"\p{N}")

@@ -95,7 +95,7 @@ def tokenizer_cases(tokenizer, gguf: bool = False) -> list[tuple[str, bool, list
       by their text cannot change what a prompt means (``gguf``: added tokens with those texts
       are controls in llama.cpp, so they are not parsed on the HF side either);
     * each HF added or special token on its own, special parsing on: it must be its one id;
-    * the specials between words, parsed, as a rendered chat template is tokenized.
+    * the specials between words, parsed and without BOS, as a rendered chat template is tokenized.
     """
     from edgekit.export.gguf_tokenizer import LLAMA_CONTROL_TEXTS
     from edgekit.export.gguf_vocab_check import added_tokens, hf_ids
@@ -104,7 +104,7 @@ def tokenizer_cases(tokenizer, gguf: bool = False) -> list[tuple[str, bool, list
     cases = [(t, False, ids) for t, ids in zip(STRESS_TEXTS, plain, strict=True)]
     cases += [(t, True, [i]) for t, i in added_tokens(tokenizer)]
     specials = stress_texts(tokenizer)[len(STRESS_TEXTS) :]
-    cases += [(t, True, list(tokenizer(t)["input_ids"])) for t in specials]
+    cases += [(t, True, list(tokenizer(t, add_special_tokens=False)["input_ids"])) for t in specials]
     return cases
 
 
