@@ -140,22 +140,26 @@ def kv_shape_from_artifact(path: str | Path) -> SimpleNamespace | None:
     if path.is_dir():
         genai = path / "genai_config.json"
         if genai.is_file():
-            d = json.loads(genai.read_text(encoding="utf-8")).get("model", {}).get("decoder", {})
+            model = json.loads(genai.read_text(encoding="utf-8")).get("model", {})
+            d = model.get("decoder", {})
             if {"num_hidden_layers", "num_key_value_heads", "head_size"} <= d.keys():
-                return SimpleNamespace(
-                    num_hidden_layers=d["num_hidden_layers"],
-                    num_key_value_heads=d["num_key_value_heads"],
-                    head_dim=d["head_size"],
-                )
+                return _shape(model.get("type"), d["num_hidden_layers"], d["num_key_value_heads"], d["head_size"])
         if (path / "config.json").is_file():
             c = json.loads((path / "config.json").read_text(encoding="utf-8"))
             if {"num_hidden_layers", "num_attention_heads", "hidden_size"} <= c.keys():
-                return SimpleNamespace(
-                    num_hidden_layers=c["num_hidden_layers"],
-                    num_key_value_heads=c.get("num_key_value_heads") or c["num_attention_heads"],
-                    head_dim=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"],
-                )
+                kv_heads = c.get("num_key_value_heads") or c["num_attention_heads"]
+                head = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+                return _shape(c.get("model_type"), c["num_hidden_layers"], kv_heads, head)
     return None
+
+
+def _shape(model_type: str | None, layers: int, kv_heads: int, head_dim: int) -> SimpleNamespace:
+    """An HF-config-like namespace the architecture registry sizes; an unregistered family counts as a
+    llama-like one (every layer caches the whole context: the larger, conservative KV size)."""
+    from edgekit.arch import REGISTRY
+
+    family = model_type if model_type in REGISTRY else "llama"
+    return SimpleNamespace(model_type=family, num_hidden_layers=layers, num_key_value_heads=kv_heads, head_dim=head_dim)
 
 
 def _gguf_shape(path: Path) -> SimpleNamespace | None:
@@ -177,7 +181,10 @@ def _gguf_shape(path: Path) -> SimpleNamespace | None:
         return None
     kv_heads = value(f"{arch}.attention.head_count_kv") or heads
     head_dim = value(f"{arch}.attention.key_length") or embedding // heads
-    return SimpleNamespace(num_hidden_layers=layers, num_key_value_heads=kv_heads, head_dim=head_dim)
+    from edgekit.arch import REGISTRY
+
+    model_type = next((name for name, f in REGISTRY.items() if f.gguf_arch == arch), None)
+    return _shape(model_type, layers, kv_heads, head_dim)
 
 
 def kv_bytes_for_artifact(path: str | Path, context: int) -> int | None:
