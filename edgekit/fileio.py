@@ -106,6 +106,48 @@ def read_json(path: str | Path) -> Any:
         raise InputError(path, f"not valid JSON ({exc})") from None
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a profile or build config is a few KiB; more is not a config file
+
+
+def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """Read a TOML file as a dict; every way it can be unreadable becomes one ``ConfigError`` line.
+
+    Catches what ``tomllib`` lets through as tracebacks: binary and UTF-16 files (decode errors),
+    deeply nested arrays or tables ("TOML bombs": RecursionError) and files too large to be configs.
+    """
+    import tomllib
+
+    from edgekit.errors import ConfigError, InputError, Problem
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{what} file not found" if not path.exists() else f"{what} path is not a file")
+    try:
+        raw = path.read_bytes()[: MAX_CONFIG_BYTES + 1]
+    except OSError as exc:
+        raise InputError(path, f"cannot read {what} ({exc.strerror})") from None
+
+    def bad(message: str) -> ConfigError:
+        return ConfigError([Problem(str(path), "", message)])
+
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise bad(f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a {what} file")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        kind = "UTF-16 text" if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else "binary data"
+        raise bad(f"holds {kind}; a {what} must be UTF-8 TOML")
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise bad(f"not UTF-8 text (byte {exc.start}); a {what} must be UTF-8 TOML") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise bad(f"not valid TOML ({exc})") from None
+    except RecursionError:
+        raise bad("nested too deeply to be a config (arrays or tables inside each other)") from None
+    return data
+
+
 def package_data_dir(*parts: str) -> Path:
     """A folder of data files shipped inside the ``edgekit`` package (profiles, suites).
 
