@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.errors import InputError
 from edgekit.quality import log_softmax
 from edgekit.runtime.base import Backend, ModelInfo, SamplingParams
 from edgekit.runtime.chat import ChatFormat, chat_format_of, render_chat
+from edgekit.runtime.input_check import ContextOverflow, check_fits, check_max_tokens, check_text, check_token_ids
 from edgekit.runtime.meta import eos_ids_of
 from edgekit.runtime.textstream import cut_at_stops, detokenize_stream, normalize_stops
 
@@ -58,11 +60,12 @@ class EdgeModel:
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of ``text`` (with BOS when the tokenizer adds one and ``add_special_tokens``)."""
-        return self._live().tokenize(text, add_special_tokens=add_special_tokens)
+        return self._live().tokenize(check_text(text, "text"), add_special_tokens=add_special_tokens)
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        """Text of ``ids`` (special tokens skipped)."""
-        return self._live().detokenize(ids)
+        """Text of ``ids`` (special tokens skipped); ``InputError`` for an id outside the vocabulary."""
+        backend = self._live()
+        return backend.detokenize(check_token_ids(ids, backend.info.vocab_size))
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Ids the model sees for ``prompt``: a string as tokenized, chat messages through the chat template.
@@ -71,7 +74,9 @@ class EdgeModel:
         templates that want BOS write it themselves.
         """
         if isinstance(prompt, str):
-            return self.tokenize(prompt)
+            return self.tokenize(check_text(prompt, "prompt"))
+        if isinstance(prompt, bytes) or not isinstance(prompt, Sequence):
+            raise InputError("prompt", f"expected text or chat messages, got {type(prompt).__name__}")
         text = self.chat_prompt(prompt)
         if self.chat_format.template is None:
             return self.tokenize(text)
@@ -146,6 +151,8 @@ class EdgeModel:
         ids = self.tokenize(text)
         if len(ids) < 2:
             return []
+        if len(ids) > self.info.n_ctx:
+            raise ContextOverflow("text", f"{len(ids)} tokens do not fit the model's context of {self.info.n_ctx}")
         logits = np.asarray(self._live().logits(ids), dtype=np.float32)
         logp = log_softmax(logits[:-1])
         targets = np.asarray(ids[1:])
@@ -164,8 +171,11 @@ class EdgeModel:
     ) -> Iterator[int]:
         """The backend's id stream, recording ``last_stats`` as it goes."""
         backend = self._live()
-        ids = self.prompt_ids(prompt)
         params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+        max_tokens = check_max_tokens(max_tokens)
+        ids = self.prompt_ids(prompt)
+        # generation ends at the context's end on every backend, as it does on PyTorch
+        max_tokens = check_fits(len(ids), max_tokens, backend.info.n_ctx)
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
         start = time.perf_counter()
         stop_ids = () if ignore_eos else self.eos_token_ids
