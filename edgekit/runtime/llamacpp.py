@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import BackendUnavailable, EdgekitError
+from edgekit.errors import BackendUnavailable, EdgekitError, InputError
 from edgekit.runtime.base import ModelInfo, SamplingParams
 from edgekit.runtime.gguf_check import check_gguf
 
@@ -63,16 +63,19 @@ class LlamaCppBackend:
         path = Path(path)
         meta = check_gguf(path)
         train_ctx = int(meta.get("context_length") or 2048)
-        self._llm = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx or min(train_ctx, 4096),
-            n_threads=n_threads,
-            n_gpu_layers=n_gpu_layers,
-            n_batch=n_batch,
-            logits_all=False,  # see the module docstring: logits() asks for all rows itself
-            verbose=verbose,
-            seed=0,
-        )
+        try:
+            self._llm = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx or min(train_ctx, 4096),
+                n_threads=n_threads,
+                n_gpu_layers=n_gpu_layers,
+                n_batch=n_batch,
+                logits_all=False,  # see the module docstring: logits() asks for all rows itself
+                verbose=verbose,
+                seed=0,
+            )
+        except (ValueError, RuntimeError) as exc:  # llama.cpp refused the file (it logs why; the wrapper does not)
+            raise InputError(path, f"llama.cpp could not load this GGUF file ({exc})") from None
         self.info = ModelInfo(
             backend="llama.cpp",
             format="gguf",
