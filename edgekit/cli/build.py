@@ -67,40 +67,54 @@ def build(
 def inspect(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `edgekit build`."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    no_verify_hash: bool = typer.Option(
+        False, "--no-verify-hash", help="Skip checking the bundle's files against the sha256 in its manifest."
+    ),
 ) -> None:
-    """Summarise a bundle: artifacts, verification, speed and the recommended level."""
-    from edgekit.pipeline.bundle import read_manifest
+    """Summarise a bundle: artifacts, verification, speed and the recommended level.
 
-    manifest = read_manifest(bundle)
+    Every file is checked against the manifest's sha256 first (cached per file), so a tampered or
+    truncated bundle is reported instead of summarised.
+    """
+    from edgekit.pipeline.bundle_check import load_manifest, verify_files
+
+    manifest = load_manifest(bundle)
+    if not no_verify_hash:
+        verify_files(bundle, manifest)
     if as_json:
         typer.echo(json.dumps(manifest, indent=2))
         return
-    teacher = manifest["teacher"]
+    from rich.markup import escape
+
+    teacher, student = manifest.get("teacher", {}), manifest.get("student", {})
     console.print(
-        f"[bold]{bundle}[/]  target {manifest['target']}  teacher {teacher['source']}  "
-        f"student {manifest['student']['parameters']:,} parameters"
+        f"[bold]{escape(str(bundle))}[/]  target {escape(str(manifest.get('target', '?')))}  "
+        f"teacher {escape(str(teacher.get('source', '?')))}  student {student.get('parameters', 0):,} parameters"
     )
     table = Table(title="artifacts (★ recommended; paths in manifest.json)")
     table.add_column("level", no_wrap=True)
     for col in ("size (MiB)", "mean KL", "top-1", "verified", "decode tok/s", "peak RSS (MiB)"):
         table.add_column(col, justify="right")
-    recommended = manifest["recommended"].get("artifact")
-    for a in manifest["artifacts"]:
-        v, b = a.get("verification", {}), a.get("bench") or {}
-        star = " ★" if a["path"] == recommended else ""
+    rec = manifest["recommended"]
+    for a in manifest.get("artifacts", []):
+        v, b = a.get("verification") or {}, a.get("bench") or {}
+        star = " ★" if a["path"] == rec["artifact"] else ""
         table.add_row(
-            f"{a['format']} {a['quant']}{star}",
-            f"{a['file_size_bytes'] / 2**20:.2f}",
-            f"{v.get('mean_kl', float('nan')):.2e}",
-            f"{v.get('top1', float('nan')):.3f}",
+            escape(f"{a.get('format', '?')} {a.get('quant', '?')}{star}"),
+            f"{a.get('file_size_bytes', 0) / 2**20:.2f}",
+            _number(v.get("mean_kl"), "{:.2e}"),
+            _number(v.get("top1"), "{:.3f}"),
             "[green]yes[/]" if v.get("passed") else "[red]no[/]",
             _number(b.get("decode_tokens_per_s"), "{:,.0f}"),
             _number(b.get("peak_rss_bytes"), "{:,.0f}", scale=2**-20),
         )
     console.print(table)
-    rec = manifest["recommended"]
-    console.print(f"[bold]recommended[/] {rec['artifact']} ({rec['quant']}, {rec.get('basis', '')}): {rec['reason']}")
-    stages = ", ".join(f"{s['name']} {s['seconds']:.0f} s" for s in manifest["stages"])
+    console.print(
+        "[bold]recommended[/] "
+        + escape(f"{rec['artifact']} ({rec.get('quant', '?')}, {rec.get('basis', '')}): {rec.get('reason', '')}"),
+        markup=True,
+    )
+    stages = escape(", ".join(f"{s['name']} {s.get('seconds', 0):.0f} s" for s in manifest.get("stages", [])))
     console.print(f"[dim]stages: {stages}; {len(manifest['files'])} files with sha256 in manifest.json[/]")
 
 

@@ -19,6 +19,9 @@ _TOP_K = typer.Option(0, "--top-k", min=0, help="Sample among the K likeliest to
 _SEED = typer.Option(None, "--seed", help="Seed for sampling, for repeatable output.")
 _THREADS = typer.Option(None, "--threads", min=1, help="CPU threads (overrides the target profile).")
 _N_CTX = typer.Option(None, "--n-ctx", min=1, help="Context length in tokens (overrides the target profile).")
+_NO_VERIFY = typer.Option(
+    False, "--no-verify-hash", help="Skip checking a bundle's files against the sha256 in its manifest."
+)
 
 
 def _out() -> Console:
@@ -39,6 +42,7 @@ def run(
     threads: int | None = _THREADS,
     n_ctx: int | None = _N_CTX,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, tokens, speed) at the end."),
+    no_verify_hash: bool = _NO_VERIFY,
 ) -> None:
     """Generate a continuation of PROMPT with ARTIFACT, streaming it to the terminal."""
     import edgekit
@@ -46,7 +50,9 @@ def run(
     out, err = _out(), Console(stderr=True, highlight=False)
     stops = [_unescape(s) for s in stop] if stop else None
     sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stops)
-    with edgekit.load(artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx) as model:
+    with edgekit.load(
+        artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx, verify_hash=not no_verify_hash
+    ) as model:
         if as_json:
             text = model.generate(prompt, max_tokens=max_tokens, **sampling)
             print(json.dumps({"text": text, **_stats(model)}))
@@ -73,6 +79,7 @@ def chat(
     seed: int | None = _SEED,
     threads: int | None = _THREADS,
     n_ctx: int | None = _N_CTX,
+    no_verify_hash: bool = _NO_VERIFY,
 ) -> None:
     """Chat with ARTIFACT: one user message per line of input, /exit (or end of input) quits.
 
@@ -84,7 +91,9 @@ def chat(
     interactive = sys.stdin.isatty()
     history = [{"role": "system", "content": system}] if system else []
     sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    with edgekit.load(artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx) as model:
+    with edgekit.load(
+        artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx, verify_hash=not no_verify_hash
+    ) as model:
         if interactive:
             out.print(f"[dim]{model.info.format} {model.info.quantization} on {model.info.backend}; /exit quits[/]")
         while True:

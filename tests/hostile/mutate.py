@@ -43,7 +43,9 @@ def rewrite_gguf(
         if tensor.name in drop_tensors:
             continue
         data = np.asarray(tensor.data)
-        writer.add_tensor(tensor.name, data, raw_shape=list(reversed([int(d) for d in tensor.shape])), raw_dtype=tensor.tensor_type)
+        writer.add_tensor(
+            tensor.name, data, raw_shape=list(reversed([int(d) for d in tensor.shape])), raw_dtype=tensor.tensor_type
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
