@@ -104,16 +104,20 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
+    from edgekit.runtime.safetensors_check import check_loading_info
+
     ensure_available(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             str(name_or_path),
             dtype=dtype or torch.float32,
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
+            output_loading_info=True,
         )
     except Exception as exc:
         raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
+    check_loading_info(name_or_path, info)  # a missing weight is an error, never a random initialisation
     return model.to(device).eval()
 
 

@@ -9,7 +9,7 @@ same string (and the same ids) on PyTorch, ONNX Runtime and llama.cpp. Without a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +60,30 @@ def render_chat(messages: Sequence[Message], fmt: ChatFormat, add_generation_pro
         raise InputError("chat_template", f"the model's chat template was stopped: {exc}") from None
     except Exception as exc:  # jinja errors, templates' raise_exception, runaway recursion
         raise InputError("chat_template", f"cannot render the model's chat template: {exc}") from None
+
+
+def trim_history(
+    messages: Sequence[Message], count_tokens: Callable[[Sequence[Message]], int], budget: int
+) -> tuple[list[Message], int]:
+    """Drop the oldest turns until ``count_tokens(messages) <= budget``; returns (kept, how many dropped).
+
+    A leading system message and the newest message are always kept; a chat longer than the context
+    then goes on with its recent past, as chat applications do, instead of failing and losing it all.
+    ``ContextOverflow`` when even those two do not fit.
+    """
+    from edgekit.runtime.input_check import ContextOverflow
+
+    kept = list(messages)
+    head = 1 if kept and kept[0]["role"] == "system" else 0
+    dropped = 0
+    while count_tokens(kept) > budget:
+        if len(kept) - head <= 1:
+            raise ContextOverflow(
+                "message", f"too long for the model's context ({count_tokens(kept)} > {budget} tokens)"
+            )
+        del kept[head]
+        dropped += 1
+    return kept, dropped
 
 
 def plain_transcript(messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
