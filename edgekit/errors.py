@@ -98,3 +98,19 @@ class DoesNotFit(EdgekitError):
     """A model cannot fit the target's memory budget at any allowed level; the message gives numbers."""
 
     exit_code = 5
+
+
+class ResourceError(EdgekitError):
+    """The machine ran out of something the work needs (disk space, memory); the message says which and where."""
+
+    exit_code = 6
+
+
+class IntegrityError(EdgekitError):
+    """A file's bytes differ from the sha256 recorded for it (tampered, truncated or replaced)."""
+
+    exit_code = 3  # a verification failure, like an artifact that fails its quality gate
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")

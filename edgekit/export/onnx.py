@@ -14,14 +14,13 @@ Each folder appears only when complete (written under a temporary name, then ren
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from edgekit.errors import BackendUnavailable, ConfigError, Problem, StageError
 from edgekit.export.checks import check_source
 from edgekit.export.sidecar import write_sidecar
-from edgekit.fileio import atomic_path
+from edgekit.fileio import atomic_path, temporary_dir
 
 ONNX_TASK = "text-generation-with-past"
 MODEL_FILE = "model.onnx"
@@ -150,7 +149,7 @@ def export_onnx(
     arch = check_source(model_dir).model_type
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    with tempfile.TemporaryDirectory(prefix=".onnx-export.", dir=out_dir) as work:
+    with temporary_dir(out_dir, "onnx-export") as work:  # removed on failure and by the next run
         fp32_dir = _export_fp32(model_dir, Path(work) / "fp32", opset, progress)
         for quant in levels:
             written.append(_write_level(fp32_dir, out_dir / folder_name(quant), quant, model_dir, block_size, arch))

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgekit.errors import EdgekitError, InputError
+from edgekit.errors import InputError, IntegrityError
 from edgekit.fileio import sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -27,14 +27,11 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a manifest lists files and figures: a f
 HASH_CACHE = "sha256-cache.json"
 
 
-class IntegrityError(EdgekitError):
-    """A bundle file's bytes differ from the sha256 its manifest records (tampered or truncated)."""
-
-    exit_code = 3  # a verification failure, like an artifact that fails its quality gate
+class BundleChanged(IntegrityError):
+    """A bundle file differs from its manifest: the message says so and what to do."""
 
     def __init__(self, path: Path | str, problem: str):
-        self.path = str(path)
-        super().__init__(f"{path}: {problem} (the bundle was changed after it was built; rebuild or re-copy it)")
+        super().__init__(path, f"{problem} (the bundle changed after it was built; rebuild or copy it again)")
 
 
 class _Entry(BaseModel):
@@ -157,7 +154,7 @@ def verify_files(bundle: str | Path, manifest: dict[str, Any], under: str | None
     if under is not None:
         _refuse_unlisted(bundle, under, {e["path"] for e in manifest["files"]})
         if not entries:
-            raise IntegrityError(bundle / under, "the manifest lists no sha256 for this artifact")
+            raise BundleChanged(bundle / under, "the manifest lists no sha256 for this artifact")
     cache = _HashCache()
     try:
         for entry in entries:
@@ -179,18 +176,18 @@ def _refuse_unlisted(bundle: Path, under: str, listed: set[str]) -> None:
         return
     for file in sorted(folder.rglob("*")):
         if file.is_file() and file.relative_to(bundle).as_posix() not in listed:
-            raise IntegrityError(file, "file is not listed in the bundle manifest")
+            raise BundleChanged(file, "file is not listed in the bundle manifest")
 
 
 def _verify_one(path: Path, entry: dict[str, Any], cache: _HashCache) -> None:
     if not path.is_file():
-        raise IntegrityError(path, "file listed in the bundle manifest is missing")
+        raise BundleChanged(path, "file listed in the bundle manifest is missing")
     size = path.stat().st_size
     if size != entry["bytes"]:
         expected = entry["bytes"]
-        raise IntegrityError(path, f"file has {size:,} bytes, the manifest says {expected:,} (truncated or changed)")
+        raise BundleChanged(path, f"file has {size:,} bytes, the manifest says {expected:,} (truncated or changed)")
     if cache.sha256(path) != entry["sha256"]:
-        raise IntegrityError(path, "file content differs from the sha256 in the bundle manifest")
+        raise BundleChanged(path, "file content differs from the sha256 in the bundle manifest")
 
 
 class _HashCache:
