@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from edgekit.fileio import atomic_path, read_json, write_json_atomic
+from edgekit.distill.checkpoint_check import check_checkpoint
+from edgekit.fileio import atomic_path, write_json_atomic
 
 LATEST = "latest"
 
@@ -39,7 +40,7 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, list[dict]] | 
     ckpt = folder / LATEST
     if not (ckpt / "state.json").is_file():
         return None
-    state = read_json(ckpt / "state.json")
+    state = check_checkpoint(ckpt, model, optimizer)  # truncated, edited or foreign: one line, not a traceback
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in load_file(ckpt / "model.safetensors").items()})
     tensors = load_file(ckpt / "optimizer.safetensors")
