@@ -100,10 +100,21 @@ class DoesNotFit(EdgekitError):
     exit_code = 5
 
 
+class NativeCrash(EdgekitError):
+    """A native runtime (llama.cpp, ONNX Runtime) crashed or hung on a file; see ``edgekit.isolate``."""
+
+    exit_code = 6
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
 class ResourceError(EdgekitError):
     """The machine ran out of something the work needs (disk space, memory); the message says which and where."""
 
-    exit_code = 6
+    exit_code = 7
 
 
 class IntegrityError(EdgekitError):
