@@ -22,6 +22,7 @@ import numpy as np
 from edgekit.errors import BackendUnavailable, EdgekitError, InputError
 from edgekit.runtime.base import ModelInfo, SamplingParams
 from edgekit.runtime.gguf_check import check_gguf
+from edgekit.runtime.llamacpp_probe import probe_once
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: pick a random seed
 
@@ -62,6 +63,7 @@ class LlamaCppBackend:
             ) from exc
         path = Path(path)
         meta = check_gguf(path)
+        probe_once(path)  # an abort inside llama.cpp ends a throw-away child, not this process
         train_ctx = int(meta.get("context_length") or 2048)
         try:
             self._llm = Llama(

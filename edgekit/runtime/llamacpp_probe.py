@@ -1,0 +1,79 @@
+"""Open a GGUF file once in a throw-away process before llama.cpp opens it in edgekit's own.
+
+``gguf_model_check`` catches every inconsistency known to make llama.cpp assert, but llama.cpp has
+more asserts than any list. So the first time a file is used, a spawned child (``edgekit.isolate``)
+loads it and evaluates one token; if llama.cpp aborts there, the user gets a one-line
+``NativeCrash`` naming the file instead of a dead process. A file that passed is remembered under
+its path, size, mtime and ctime, so the probe costs one child start per file, not per use.
+
+This module imports nothing heavy at its top: the child imports it by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+PROBE_CACHE = "llamacpp-probed.json"
+PROBE_TIMEOUT_S = 300.0  # loading a multi-GB file from a slow card can take a while; a hang cannot
+PROBE_CONTEXT = 64  # tokens: enough to build the graph and run one token
+
+
+def probe(path: str) -> int:
+    """In the child: load ``path`` with llama.cpp, evaluate one token; return the vocabulary size."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=path, n_ctx=PROBE_CONTEXT, n_batch=PROBE_CONTEXT, n_gpu_layers=0, verbose=False)
+    try:
+        token = llm.token_bos()
+        llm.eval([token if 0 <= token < llm.n_vocab() else 0])
+        return llm.n_vocab()
+    finally:
+        llm.close()
+
+
+def probe_once(path: str | Path) -> None:
+    """Run ``probe`` isolated unless this exact file passed before; ``NativeCrash``/``InputError`` if not."""
+    from edgekit.errors import InputError
+    from edgekit.isolate import run_isolated
+
+    path = Path(path)
+    key, stamp = str(path.resolve()), _stamp(path)
+    seen = _load()
+    if seen.get(key) == stamp:
+        return
+    try:
+        run_isolated(probe, str(path), path=path, action="loading it in llama.cpp", timeout=PROBE_TIMEOUT_S)
+    except ValueError as exc:  # llama-cpp-python: "Failed to load model from file"
+        raise InputError(path, f"llama.cpp could not load this GGUF file ({exc})") from None
+    seen[key] = stamp
+    _save(seen)
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _cache_file() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("EDGEKIT_CACHE_DIR") or user_cache_dir("edgekit")) / PROBE_CACHE
+
+
+def _load() -> dict:
+    try:
+        data = json.loads(_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save(seen: dict) -> None:
+    from edgekit.fileio import write_json_atomic
+
+    kept = {k: v for k, v in seen.items() if Path(k).exists()}  # forget files that are gone
+    with contextlib.suppress(OSError):  # an unwritable cache only means probing again next time
+        write_json_atomic(_cache_file(), kept)
