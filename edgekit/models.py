@@ -29,6 +29,8 @@ def _is_local(name_or_path: str | Path) -> bool:
 def _describe_load_failure(name_or_path: str | Path, exc: Exception) -> str:
     """Turn transformers' long exceptions into one line a user can act on."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "ignore_mismatched_sizes" in text:  # transformers points at a report it logged, not at the weight
+        return "a weight's shape does not match the model's config.json (see the load report above)"
     if _is_local(name_or_path):
         return f"cannot load model folder ({text})"
     if any(word in text.lower() for word in ("connect", "offline", "resolve", "network", "couldn't")):

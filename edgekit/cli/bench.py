@@ -82,7 +82,9 @@ def bench(
     from edgekit.bench.runners import Remote
 
     remote = (
-        Remote(ssh, port=ssh_port, identity=str(ssh_key) if ssh_key else None, python=remote_python) if ssh else None
+        Remote(ssh, port=ssh_port, identity=str(ssh_key) if ssh_key else None, python=remote_python)
+        if ssh is not None  # an empty --ssh is a mistake to report, not a request to measure here
+        else None
     )
     results = run_suite(
         paths,

@@ -16,7 +16,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekit.errors import InputError, IntegrityError
 from edgekit.fileio import sha256_file, write_json_atomic
@@ -38,18 +38,21 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
+def _inside_bundle(value: str) -> str:
+    """A manifest path must stay in the bundle: relative, no ``..``, no backslashes or drive letters."""
+    parts = PurePosixPath(value).parts
+    if not value or value.startswith("/") or ".." in parts or "\\" in value or ":" in value:
+        raise ValueError(f"{value!r} points outside the bundle (expected a relative path inside it)")
+    return value
+
+
+BundlePath = Annotated[str, Field(min_length=1), AfterValidator(_inside_bundle)]
+
+
 class FileEntry(_Entry):
-    path: Annotated[str, Field(min_length=1)]
+    path: BundlePath
     bytes: Annotated[int, Field(ge=0)]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        parts = PurePosixPath(value).parts
-        if value.startswith("/") or ".." in parts or "\\" in value:
-            raise ValueError(f"{value!r} is not a relative path inside the bundle")
-        return value
 
 
 Figure = Annotated[float, Field(allow_inf_nan=False)] | None  # a measurement; None where none was made
@@ -67,7 +70,7 @@ class BenchFigures(_Entry):
 
 
 class ArtifactEntry(_Entry):
-    path: Annotated[str, Field(min_length=1)]
+    path: BundlePath
     format: str = ""
     quant: str = ""
     file_size_bytes: Annotated[int, Field(ge=0)] = 0
@@ -76,7 +79,7 @@ class ArtifactEntry(_Entry):
 
 
 class Recommended(_Entry):
-    artifact: Annotated[str, Field(min_length=1)]
+    artifact: BundlePath
     quant: str = ""
     basis: str = ""
     reason: str = ""

@@ -33,7 +33,7 @@ def check_gguf(path: str | Path) -> dict[str, Any]:
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # the reader raises ValueError/IndexError/struct errors on damage
-        raise InputError(path, f"corrupt GGUF header or tensor table ({type(exc).__name__}: {exc})") from None
+        raise InputError(path, f"corrupt or truncated GGUF file ({type(exc).__name__}: {exc})") from None
     facts: dict[str, Any] = {"parameters": 0}
     for tensor in reader.tensors:
         end = int(tensor.data_offset) + int(tensor.n_bytes)

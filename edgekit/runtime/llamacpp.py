@@ -22,7 +22,7 @@ import numpy as np
 from edgekit.errors import BackendUnavailable, EdgekitError, InputError
 from edgekit.runtime.base import ModelInfo, SamplingParams
 from edgekit.runtime.gguf_check import check_gguf
-from edgekit.runtime.llamacpp_probe import probe_once
+from edgekit.runtime.llamacpp_probe import probe_once, templates_off
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: pick a random seed
 
@@ -66,16 +66,17 @@ class LlamaCppBackend:
         probe_once(path)  # an abort inside llama.cpp ends a throw-away child, not this process
         train_ctx = int(meta.get("context_length") or 2048)
         try:
-            self._llm = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx or min(train_ctx, 4096),
-                n_threads=n_threads,
-                n_gpu_layers=n_gpu_layers,
-                n_batch=n_batch,
-                logits_all=False,  # see the module docstring: logits() asks for all rows itself
-                verbose=verbose,
-                seed=0,
-            )
+            with templates_off():  # edgekit renders chat templates itself, with limits
+                self._llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx or min(train_ctx, 4096),
+                    n_threads=n_threads,
+                    n_gpu_layers=n_gpu_layers,
+                    n_batch=n_batch,
+                    logits_all=False,  # see the module docstring: logits() asks for all rows itself
+                    verbose=verbose,
+                    seed=0,
+                )
         except (ValueError, RuntimeError) as exc:  # llama.cpp refused the file (it logs why; the wrapper does not)
             raise InputError(path, f"llama.cpp could not load this GGUF file ({exc})") from None
         self.info = ModelInfo(

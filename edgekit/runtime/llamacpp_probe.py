@@ -21,11 +21,41 @@ PROBE_TIMEOUT_S = 300.0  # loading a multi-GB file from a slow card can take a w
 PROBE_CONTEXT = 64  # tokens: enough to build the graph and run one token
 
 
+class _NoChatHandler:
+    """Stands in for llama-cpp-python's ``Jinja2ChatFormatter`` while a model opens (see ``templates_off``)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def to_chat_handler(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def templates_off():
+    """Keep llama-cpp-python from compiling the file's chat templates while ``Llama(...)`` runs.
+
+    It compiles every ``tokenizer.chat_template*`` in the file with a Jinja environment that folds
+    constants at compile time, so a template holding ``'x' * 2**31`` allocates 2 GiB before edgekit
+    renders anything. edgekit renders chats itself (``edgekit.runtime.chat``, with limits) and never
+    uses llama-cpp-python's chat handlers, so none are built.
+    """
+    import llama_cpp.llama_chat_format as chat_format
+
+    original = chat_format.Jinja2ChatFormatter
+    chat_format.Jinja2ChatFormatter = _NoChatHandler
+    try:
+        yield
+    finally:
+        chat_format.Jinja2ChatFormatter = original
+
+
 def probe(path: str) -> int:
     """In the child: load ``path`` with llama.cpp, evaluate one token; return the vocabulary size."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=path, n_ctx=PROBE_CONTEXT, n_batch=PROBE_CONTEXT, n_gpu_layers=0, verbose=False)
+    with templates_off():
+        llm = Llama(model_path=path, n_ctx=PROBE_CONTEXT, n_batch=PROBE_CONTEXT, n_gpu_layers=0, verbose=False)
     try:
         token = llm.token_bos()
         llm.eval([token if 0 <= token < llm.n_vocab() else 0])
