@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.errors import EdgekitError, InputError
 from edgekit.quality import log_softmax
 from edgekit.runtime.base import Backend, ModelInfo, SamplingParams
 from edgekit.runtime.chat import ChatFormat, chat_format_of, render_chat
@@ -39,6 +39,10 @@ class GenerationStats:
         """Tokens/s after the first token (the steady decode speed); 0 when fewer than two tokens."""
         decode_s = self.total_s - self.first_token_s
         return (self.generated_tokens - 1) / decode_s if self.generated_tokens > 1 and decode_s > 0 else 0.0
+
+
+class ModelClosed(EdgekitError, RuntimeError):
+    """A closed ``EdgeModel`` was used (a program error, reported as one line rather than a crash)."""
 
 
 class EdgeModel:
@@ -194,11 +198,11 @@ class EdgeModel:
 
     def _live(self) -> Backend:
         if self.backend is None:
-            raise RuntimeError("this EdgeModel is closed")
+            raise ModelClosed("this EdgeModel is closed: load it again to use it")
         return self.backend
 
     def close(self) -> None:
-        """Free the model; further calls raise ``RuntimeError``."""
+        """Free the model; further calls raise ``ModelClosed`` (an ``EdgekitError`` and a ``RuntimeError``)."""
         if self.backend is not None:
             self.backend.close()
             self.backend = None
