@@ -69,7 +69,7 @@ def gpu_class(name: str) -> str:
     """Canonical GPU class name ("rtx 4090" -> "RTX4090"); ``ConfigError`` lists the known ones."""
     key = name.upper().replace(" ", "").replace("-", "").replace("_", "")
     if key not in GPU_TFLOPS:
-        raise ConfigError([Problem("--gpu", "", f"unknown GPU class {name!r}; known: {', '.join(GPU_TFLOPS)}")])
+        raise ConfigError([Problem("--gpu-class", "", f"unknown GPU class {name!r}; known: {', '.join(GPU_TFLOPS)}")])
     return key
 
 

@@ -3,11 +3,17 @@
 Bits per weight (bpw) are the average storage cost including block scales, as llama.cpp reports
 for Llama-family models (``llama-quantize`` output, 7B class) and ONNX Runtime's block layouts.
 They feed size predictions in ``plan``; measured sizes replace them once a file exists.
+
+This is the one table of levels: target profiles, the build config, preflight and the exporters
+all ask it (``levels_for`` for what may be planned, ``export_levels`` for what this edgekit can
+write), so a level the exporter cannot produce is refused in seconds, before any training.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from edgekit.errors import Problem
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,7 @@ class QuantLevel:
     k_quant: bool  # needs rows divisible by 256 (llama.cpp QK_K)
     max_mean_kl: float  # default verification gate: mean KL(fp ‖ quantized), nats/token
     min_top1: float  # default verification gate: top-1 agreement with the fp model
+    exportable: bool = True  # edgekit's exporter writes it (False: known for planning only)
 
 
 LEVELS: dict[str, QuantLevel] = {
@@ -35,7 +42,7 @@ LEVELS: dict[str, QuantLevel] = {
         QuantLevel("Q4_0", "gguf", 4.5, False, 1.5e-1, 0.80),  # 32-weight blocks, fp16 scale: 4 + 16/32
         QuantLevel("Q3_K_M", "gguf", 3.91, True, 2.5e-1, 0.75),  # 3-bit K-quant, mixed
         QuantLevel("fp32", "onnx", 32.0, False, 1e-5, 0.99),  # float32 ONNX
-        QuantLevel("fp16", "onnx", 16.0, False, 1e-3, 0.98),  # float16 ONNX
+        QuantLevel("fp16", "onnx", 16.0, False, 1e-3, 0.98, exportable=False),  # float16 ONNX: needs a CUDA export
         QuantLevel("int8", "onnx", 8.0, False, 2e-2, 0.92),  # dynamic int8, per-tensor or per-channel scale
         QuantLevel("int4", "onnx", 4.5, False, 1.5e-1, 0.80),  # MatMulNBits block 32, fp32 scale + 4-bit zero
     )
@@ -53,5 +60,19 @@ def level(name: str) -> QuantLevel:
 
 
 def levels_for(fmt: str) -> list[str]:
-    """Names of the levels a format supports, in table order."""
+    """Names of the levels a format knows (for planning and target ladders), in table order."""
     return [q.name for q in LEVELS.values() if q.format == fmt]
+
+
+def export_levels(fmt: str) -> list[str]:
+    """Names of the levels edgekit can export in a format, in table order."""
+    return [q.name for q in LEVELS.values() if q.format == fmt and q.exportable]
+
+
+def level_problems(fmt: str, levels: list[str] | tuple[str, ...], source: str, key: str) -> list[Problem]:
+    """One Problem (naming ``source`` and ``key``) for the levels of ``fmt`` that cannot be exported."""
+    known = export_levels(fmt)
+    bad = [q for q in levels if q not in known]
+    if not bad:
+        return []
+    return [Problem(source, key, f"{', '.join(bad)}: not an exportable {fmt} level; choose from {', '.join(known)}")]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import InputError, UnsupportedModelError
+from edgekit.loading import options_for
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +67,9 @@ def ensure_available(name_or_path: str | Path) -> None:
         return
     from huggingface_hub import try_to_load_from_cache
 
-    if try_to_load_from_cache(str(name_or_path), "config.json") is None and not _hub_reachable():
+    opts = options_for(name_or_path)
+    cached = try_to_load_from_cache(str(name_or_path), "config.json", cache_dir=opts.cache_dir, revision=opts.revision)
+    if not isinstance(cached, str) and not _hub_reachable():
         raise InputError(
             name_or_path,
             "is not a local folder and the Hugging Face Hub cannot be reached; download it elsewhere "
@@ -79,8 +82,11 @@ def load_config(name_or_path: str | Path, trust_remote_code: bool = False) -> An
     from transformers import AutoConfig
 
     ensure_available(name_or_path)
+    opts = options_for(name_or_path)  # the user's --revision/--cache-dir/--trust-remote-code for this model
     try:
-        return AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(
+            str(name_or_path), trust_remote_code=trust_remote_code or opts.trust_remote_code, **opts.hub_kwargs()
+        )
     except Exception as exc:  # transformers raises OSError/ValueError/EnvironmentError variants
         raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
 
@@ -109,13 +115,15 @@ def load_model(
     from edgekit.runtime.safetensors_check import check_loading_info
 
     ensure_available(name_or_path)
+    opts = options_for(name_or_path)  # the user's loading options apply to the model they named
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             str(name_or_path),
-            dtype=dtype or torch.float32,
+            dtype=dtype or (opts.torch_dtype() if opts.dtype != "float32" else torch.float32),
             use_safetensors=True,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=trust_remote_code or opts.trust_remote_code,
             output_loading_info=True,
+            **opts.hub_kwargs(),
         )
     except Exception as exc:
         raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
@@ -128,8 +136,11 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) ->
     from transformers import AutoTokenizer
 
     ensure_available(name_or_path)
+    opts = options_for(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            str(name_or_path), trust_remote_code=trust_remote_code or opts.trust_remote_code, **opts.hub_kwargs()
+        )
     except Exception as exc:
         raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
 

@@ -196,7 +196,7 @@ def test_bench_cli_writes_valid_results_and_both_reports_with_a_recommendation(
     out = tmp_path / "out"
     proc = _edgekit(
         "bench", str(tiny_gguf), "--suite", str(small_suite), "--target", "raspberry-pi-5",
-        "--model", str(tiny_model), "--out", str(out),
+        "--reference", str(tiny_model), "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = load_results(out / "results.json")
@@ -206,7 +206,7 @@ def test_bench_cli_writes_valid_results_and_both_reports_with_a_recommendation(
 
 @pytest.mark.skipif(llamacpp_has_cuda(), reason="this llama-cpp-python can offload to a GPU")
 def test_bench_cli_gpu_without_cuda_exits_4_with_one_line(tiny_gguf, small_suite, tmp_path):
-    proc = _edgekit("bench", str(tiny_gguf), "--suite", str(small_suite), "--gpu", "--out", str(tmp_path))
+    proc = _edgekit("bench", str(tiny_gguf), "--suite", str(small_suite), "--device", "cuda", "--out", str(tmp_path))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 4 and len(lines) == 1 and "CUDA" in lines[0], proc.stderr
     assert not (tmp_path / "results.json").exists()

@@ -33,7 +33,7 @@ TINY = ["--steps", "3", "--batch-size", "2", "--seq-len", "32", "--max-rows", "8
 def test_distill_command_writes_student_and_summary(make_tiny_hf, tmp_path):
     teacher = make_tiny_hf("llama")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["distill", str(teacher), "--layers", "1", "--out", str(out), *TINY])
+    result = runner.invoke(app, ["distill", str(teacher), "--student-layers", "1", "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
     assert (out / "model" / "model.safetensors").is_file() and (out / "run" / "monitor.jsonl").is_file()
     summary = json.loads((out / "distill.json").read_text())
@@ -45,7 +45,7 @@ def test_distill_command_writes_student_and_summary(make_tiny_hf, tmp_path):
 
 def test_monitor_logs_heldout_kl_every_n_steps_even_when_training_from_a_cache(make_tiny_hf, tmp_path):
     teacher = make_tiny_hf("llama")
-    args = ["distill", str(teacher), "--layers", "1", "--out", str(tmp_path / "o"), "--eval-every", "1"]
+    args = ["distill", str(teacher), "--student-layers", "1", "--out", str(tmp_path / "o"), "--eval-every", "1"]
     result = runner.invoke(app, [*args, "--topk-cache", str(tmp_path / "c"), "--topk", "8", "--alpha", "0", *TINY])
     assert result.exit_code == 0, result.output
     entries = [json.loads(line) for line in (tmp_path / "o" / "run" / "monitor.jsonl").read_text().splitlines()]
@@ -54,7 +54,7 @@ def test_monitor_logs_heldout_kl_every_n_steps_even_when_training_from_a_cache(m
 
 def test_distill_command_trains_from_a_topk_cache(make_tiny_hf, tmp_path):
     teacher = make_tiny_hf("llama")
-    args = ["distill", str(teacher), "--layers", "1", "--out", str(tmp_path / "o"), "--topk-cache"]
+    args = ["distill", str(teacher), "--student-layers", "1", "--out", str(tmp_path / "o"), "--topk-cache"]
     result = runner.invoke(app, [*args, str(tmp_path / "cache"), "--topk", "16", "--alpha", "0", "-T", "1", *TINY])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "cache" / "index.json").read_text())["k"] == 16
@@ -112,7 +112,7 @@ def test_resume_continues_a_finished_run_without_training_again(make_tiny_hf, tm
     import edgekit.distill.trainer as trainer
 
     teacher = make_tiny_hf("llama")
-    args = ["distill", str(teacher), "--layers", "1", "--out", str(tmp_path), *TINY]
+    args = ["distill", str(teacher), "--student-layers", "1", "--out", str(tmp_path), *TINY]
     assert runner.invoke(app, args).exit_code == 0
     first = (tmp_path / "model" / "model.safetensors").read_bytes()
     steps = []

@@ -87,7 +87,7 @@ def test_verify_cli_exits_3_with_a_table_when_the_target_threshold_fails(trained
     strict.write_text(
         profile + "\n[verify]\nheldout_tokens = 256\n\n[verify.thresholds.Q4_K_M]\nmax_mean_kl = 1e-9\nmin_top1 = 1.0\n"
     )
-    ok = _edgekit("verify", str(path), "--reference", str(trained_tiny_dir), "--tokens", "256")
+    ok = _edgekit("verify", str(path), "--reference", str(trained_tiny_dir), "--heldout-tokens", "256")
     assert ok.returncode == 0, ok.stderr
     assert "pass" in ok.stdout and read_sidecar(path)["verification"]["passed"] is True
     bad = _edgekit("verify", str(path), "--reference", str(trained_tiny_dir), "--target", str(strict))

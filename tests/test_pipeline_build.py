@@ -206,7 +206,7 @@ def test_bundle_loads_its_recommended_artifact_and_inspect_names_it(tiny_build, 
 
 
 def _build_cmd(target: Path, config: Path, out: Path) -> list[str]:
-    return ["-m", "edgekit", "build", "-t", str(target), "-c", str(config), "-o", str(out), "--no-progress"]
+    return ["-m", "edgekit", "build", "-t", str(target), "-c", str(config), "-o", str(out), "--quiet"]
 
 
 # Runs `edgekit build` with one stage's body wrapped so that the process SIGKILLs itself once the

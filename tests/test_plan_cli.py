@@ -133,12 +133,12 @@ def test_unreachable_hub_id_is_one_line_suggesting_a_local_path():
 
 def test_bad_plan_options_are_reported_together_one_line_each():
     result = _edgekit(
-        "plan", "--target", "raspberry-pi-5", "--quality-budget", "tiny", "--gpu", "abacus", "--topk", "0"
+        "plan", "--target", "raspberry-pi-5", "--quality-budget", "tiny", "--gpu-class", "abacus", "--topk", "0"
     )
     lines = _error_lines(result)
     assert result.returncode == 2 and len(lines) == 3
     assert any("--quality-budget" in line and "low, moderate, any" in line for line in lines)
-    assert any("--gpu" in line and "RTX4090" in line for line in lines)
+    assert any("--gpu-class" in line and "RTX4090" in line for line in lines)
     assert any("--topk" in line for line in lines)
 
 

@@ -78,15 +78,15 @@ def test_cli_prune_reports_every_bad_option_at_once(app, tiny_llama_dir):
     result = _run(app, str(tiny_llama_dir), "--ffn", "1.5", "--importance", "guess", "--target", "raspberry-pi-5")
     assert isinstance(result.exception, ConfigError)
     keys = [p.key for p in result.exception.problems]
-    assert keys == ["--out", "--ffn", "--importance", "--target/--level", "--budget-on"]
+    assert keys == ["--out", "--ffn", "--importance", "--target/--quant", "--budget-on"]
 
 
 def test_cli_prune_reports_bad_level_and_schedule_options_before_loading(app, tiny_llama_dir):
-    args = ["--params", "1M", "--level", "Q9", "--iterations", "0", "--sparsity", "0.5", "--two-four", "-o", "x"]
+    args = ["--params", "1M", "--quant", "Q9", "--iterations", "0", "--sparsity", "0.5", "--two-four", "-o", "x"]
     result = _run(app, str(tiny_llama_dir), *args)
     assert isinstance(result.exception, ConfigError)
     keys = [p.key for p in result.exception.problems]
-    assert keys == ["--target/--level", "--level", "--iterations", "--sparsity/--two-four"]
+    assert keys == ["--target/--quant", "--quant", "--iterations", "--sparsity/--two-four"]
 
 
 def test_cli_prune_prints_one_line_errors_and_exits_2_when_run_from_main(tiny_llama_dir, capsys):
@@ -124,7 +124,7 @@ def test_cli_prune_fits_target_memory_at_level_when_target_budget_given(app, tin
     source = load_model(tiny_llama_dir)
     assert not plan_level(source.config, target, "Q4_K_M").fits
     out = tmp_path / "fit"
-    args = [str(tiny_llama_dir), "-o", str(out), "--target", str(profile), "--level", "Q4_K_M", "--round-to", "1"]
+    args = [str(tiny_llama_dir), "-o", str(out), "--target", str(profile), "--quant", "Q4_K_M", "--round-to", "1"]
     result = _run(app, *args)
     assert result.exit_code == 0, result.output
     pruned = load_model(out)
@@ -149,7 +149,7 @@ def test_cli_prune_rounds_to_256_by_default_when_target_level_is_a_k_quant(app, 
     profile = tmp_path / "snug.toml"  # 69.7 MiB: the tiny model needs 69.84 MiB at Q4_K_M, with FFN 256 69.61
     profile.write_text(text.replace('name = "raspberry-pi-5"', 'name = "snug"').replace("5000", "69.7", 1))
     out = tmp_path / "k"
-    args = [str(tiny_llama_dir), "-o", str(out), "--target", str(profile), "--level", "Q4_K_M", "--budget-on", "ffn"]
+    args = [str(tiny_llama_dir), "-o", str(out), "--target", str(profile), "--quant", "Q4_K_M", "--budget-on", "ffn"]
     result = _run(app, *args)
     assert result.exit_code == 0, result.output
     pruned = load_model(out)

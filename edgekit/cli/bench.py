@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from edgekit.cli import options as opt
+
 console = Console()
 
 
@@ -18,15 +20,10 @@ def bench(
         "-s",
         help="quick | full | quant-sweep | target (the --target profile's [bench] settings), or a suite .toml.",
     ),
-    target: str = typer.Option(None, "--target", "-t", help="Target profile: threads, memory budget, speed floor."),
-    model: str = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="The fp HF folder (or 'demo') the artifacts came from: quality reference; with quant-sweep, the model to export.",
-    ),
-    teacher: str = typer.Option(None, "--teacher", help="The teacher folder (or 'demo'), for KL/top-1 against it."),
-    out: Path = typer.Option(Path("export/bench"), "--out", "-o", help="Where results.json and the report go."),
+    target: str = opt.target_option(detail="Threads, memory budget and speed floor come from it."),
+    model: str = opt.reference_option(detail="With quant-sweep, the model whose ladder is exported."),
+    teacher: str = opt.teacher_option(),
+    out: Path = opt.out_option(Path("export/bench"), "results.json and the report go there."),
     limit: bool = typer.Option(
         False,
         "--limit/--no-limit",
@@ -37,10 +34,8 @@ def bench(
         "--on-device",
         help="This host is the target device: recommend from measured speed instead of the roofline prediction.",
     ),
-    gpu: bool = typer.Option(
-        False,
-        "--gpu",
-        help="Offload to CUDA (all llama.cpp layers; ONNX Runtime's CUDA provider) and record GPU memory.",
+    device: str = opt.device_option(
+        "cpu", "cuda offloads all llama.cpp layers, uses ONNX Runtime's CUDA provider and records GPU memory."
     ),
     ssh: str = typer.Option(
         None,
@@ -50,24 +45,51 @@ def bench(
     ssh_port: int = typer.Option(22, "--ssh-port", help="SSH port of --ssh."),
     ssh_key: Path = typer.Option(None, "--ssh-key", help="Private key for --ssh."),
     remote_python: str = typer.Option("python3", "--remote-python", help="Python on the device that has edgekit."),
+    revision: str = opt.revision_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    trust_remote_code: bool = opt.trust_remote_code_option(),
+    dtype: str = opt.dtype_option(),
 ) -> None:
     """Measure load time, peak memory, time to first token, prefill and decode tokens/s and quality; write results.json and an HTML/Markdown report; recommend a level for the target.
 
-    With --suite quant-sweep --target NAME --model DIR, the target's ladder is exported first (with an importance matrix) and every level is measured. With --ssh user@host the measurements run on that device (edgekit installed there) and the recommendation uses its measured speed; otherwise speed on the target is predicted from its memory bandwidth, and the report says which.
+    With --suite quant-sweep --target NAME --reference DIR, the target's ladder is exported first (with an importance matrix) and every level is measured. With --ssh user@host the measurements run on that device (edgekit installed there) and the recommendation uses its measured speed; otherwise speed on the target is predicted from its memory bandwidth, and the report says which.
     """
-    from edgekit.bench import recommend, run_suite, write_report
-    from edgekit.bench.suites import load_suite
+    from edgekit.loading import using
     from edgekit.pipeline.teacher import resolve_teacher
     from edgekit.targets import load_target
 
+    gpu = _gpu(device)
+    load = opt.load_options(revision, cache_dir, trust_remote_code, dtype)
     profile = load_target(target) if target else None
-    model = resolve_teacher(model).path if model else None
-    teacher = resolve_teacher(teacher).path if teacher else None
+    with using([model, teacher], load):
+        reference = resolve_teacher(model, trust_remote_code).path if model else None
+        teacher_path = resolve_teacher(teacher, trust_remote_code).path if teacher else None
+    with using([model, teacher, reference, teacher_path], load):
+        _bench(artifacts, suite, profile, reference, teacher_path, out, limit, on_device, gpu, ssh, ssh_port, ssh_key,
+               remote_python)  # fmt: skip
+
+
+def _gpu(device: str) -> bool:
+    """--device as the harness's switch: cuda offloads; auto does when CUDA is there."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(f"{device!r} is not one of auto, cpu, cuda", param_hint="--device")
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device == "cuda"
+
+
+def _bench(artifacts, suite, profile, model, teacher, out, limit, on_device, gpu, ssh, ssh_port, ssh_key,
+           remote_python) -> None:  # fmt: skip
+    from edgekit.bench import recommend, run_suite, write_report
+    from edgekit.bench.suites import load_suite
+
     spec = load_suite(suite, profile)
     paths = list(artifacts or [])
     if spec.export_ladder:
         if profile is None or model is None:
-            raise typer.BadParameter("quant-sweep needs --target and --model", param_hint="--suite")
+            raise typer.BadParameter("quant-sweep needs --target and --reference", param_hint="--suite")
         if gpu:  # before minutes of export, not after
             from edgekit.bench.gpu import require_cuda
 
@@ -77,7 +99,7 @@ def bench(
         paths += export_ladder(model, profile, out / "artifacts")
     if not paths:
         raise typer.BadParameter(
-            "give artifacts to measure, or --suite quant-sweep with --model", param_hint="ARTIFACTS"
+            "give artifacts to measure, or --suite quant-sweep with --reference", param_hint="ARTIFACTS"
         )
     from edgekit.bench.runners import Remote
 
@@ -133,4 +155,4 @@ def _summary(results: dict) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``bench`` to the CLI."""
-    app.command("bench")(bench)
+    app.command("bench", cls=opt.Command)(bench)

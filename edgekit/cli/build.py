@@ -9,14 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.cli import options as opt
+
 console = Console()
 
 
 def build(
-    target: str = typer.Option(
-        ..., "--target", "-t", help="Target profile name (see `edgekit targets`) or .toml path."
-    ),
-    teacher: str = typer.Option(None, "--teacher", help="HF folder or Hub id; default: the built-in demo teacher."),
+    target: str = opt.target_option(required=True),
+    model: str = opt.model_option(None, "Default: the build config's teacher.model, else the built-in demo."),
     config: Path = typer.Option(None, "--config", "-c", help="Build config TOML overriding the defaults."),
     settings: list[str] = typer.Option(
         None,
@@ -24,20 +24,27 @@ def build(
         metavar="KEY=VALUE",
         help="Override one build-config key, e.g. --set distill.steps=80 (repeatable).",
     ),
-    out: Path = typer.Option(Path("export"), "--out", "-o", help="Bundles go to OUT/<target>/<model>/."),
+    out: Path = opt.out_option(Path("export"), "Bundles go to OUT/<target>/<model>/."),
     workdir: Path = typer.Option(None, "--workdir", help="Stage outputs and checkpoints (default OUT/.work/<model>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from its checkpoints."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    resume: bool = opt.resume_option("Distillation continues from its last checkpoint."),
+    explain: bool = typer.Option(
+        False, "--explain", help="Say for each stage whether it would run or be reused, and why; run nothing."
+    ),
+    quiet: bool = opt.quiet_option(),
+    revision: str = opt.revision_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    trust_remote_code: bool = opt.trust_remote_code_option(),
+    dtype: str = opt.dtype_option(),
 ) -> None:
     """Distill, prune, recover, export, quantize, verify, benchmark and bundle for one target.
 
-    Preflight checks (profile and config, backends, disk, whether the model can fit the target) fail in seconds, before any training. Settings come from the target profile and the build-config defaults (docs/pipeline.md), then --config, then --set. Finished stages are skipped on the next run (their inputs are hashed), so re-running after a change redoes only what it affects; after an interruption, --resume also continues distillation from its last checkpoint. With no --teacher the built-in demo teacher is trained once (a few minutes) and used.
+    Preflight checks (profile and config, backends, disk, whether the model can fit the target) fail in seconds, before any training. Settings come from the target profile and the build-config defaults (docs/pipeline.md), then --config, then --set. Finished stages are skipped on the next run (their settings, inputs, code and tool versions are hashed; --explain says what would run and why), so re-running after a change redoes only what it affects; after an interruption, --resume also continues distillation from its last checkpoint. With no --model the built-in demo teacher is trained once (a few minutes) and used.
 
     [bold]Examples[/]
 
       edgekit build --target raspberry-pi-5
 
-      edgekit build --target jetson-orin-nano --teacher ./my-llama --config build.toml
+      edgekit build --target jetson-orin-nano --model ./my-llama --config build.toml
 
       edgekit build --target raspberry-pi-5 --set distill.steps=40 --set export.gguf_levels='["Q8_0"]'
 
@@ -45,15 +52,24 @@ def build(
     """
     from edgekit.pipeline import build as run_build
 
+    load = opt.load_options(revision, cache_dir, trust_remote_code, dtype)
+    if explain:
+        from edgekit.pipeline.explain import explain_build
+
+        for line in explain_build(target, teacher=model, config_path=config, overrides=settings or (), out=out,
+                                  workdir=workdir, load=load):  # fmt: skip
+            console.print(line, highlight=False)
+        return
     result = run_build(
         target,
-        teacher=teacher,
+        teacher=model,
         config_path=config,
         overrides=settings or (),
         out=out,
         workdir=workdir,
         resume=resume,
-        progress=progress,
+        progress=not quiet,
+        load=load,
     )
     for stage in result.stages:
         state = "cached" if stage.skipped else f"{stage.seconds:.1f} s"
@@ -66,10 +82,8 @@ def build(
 
 def inspect(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `edgekit build`."),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
-    no_verify_hash: bool = typer.Option(
-        False, "--no-verify-hash", help="Skip checking the bundle's files against the sha256 in its manifest."
-    ),
+    as_json: bool = opt.json_option("The manifest as it is."),
+    no_verify_hash: bool = typer.Option(False, "--no-verify-hash", help=opt.VOCABULARY["--no-verify-hash"]),
 ) -> None:
     """Summarise a bundle: artifacts, verification, speed and the recommended level.
 
@@ -125,5 +139,5 @@ def _number(value: float | None, fmt: str, scale: float = 1.0) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add ``build`` and ``inspect`` to the CLI."""
-    app.command("build")(build)
-    app.command("inspect")(inspect)
+    app.command("build", cls=opt.Command)(build)
+    app.command("inspect", cls=opt.Command)(inspect)

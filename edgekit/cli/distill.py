@@ -8,16 +8,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.cli import options as opt
+
 console = Console()
 
 
 def distill(
-    teacher: str = typer.Argument(..., help="Teacher: HF folder, Hub id, or 'demo' (the built-in demo teacher)."),
-    student: str = typer.Option(None, "--student", "-s", help="Existing student folder. Default: derive one."),
+    teacher: str = typer.Argument(..., metavar="TEACHER", help=opt.VOCABULARY["--teacher"]),
+    student: str = typer.Option(None, "--student", help="Existing student folder. Default: derive one."),
     layers: int = typer.Option(
-        None, "--layers", "-l", help="Layers of the derived student (every k-th teacher layer). Default: half."
+        None, "--student-layers", help="Layers of the derived student (every k-th teacher layer). Default: half."
     ),
-    out: Path = typer.Option(Path("distilled"), "--out", "-o", help="Output folder (model/, run/, distill.json)."),
+    out: Path = opt.out_option(Path("distilled"), "Holds model/, run/ and distill.json."),
     steps: int = typer.Option(200, "--steps", help="Optimizer steps."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW, linear warmup then cosine to 10%)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Rows per step (split across ranks under torchrun)."),
@@ -26,7 +28,10 @@ def distill(
         0.5, "--alpha", help="Weight of the hard-label loss: α·CE + (1−α)·T²·KL. 0 = pure KD, 1 = no teacher."
     ),
     temperature: float = typer.Option(
-        2.0, "--temperature", "-T", help="Softens both distributions so the teacher's near-misses teach (1-4 typical)."
+        2.0,
+        "--kd-temperature",
+        "-T",
+        help="Distillation temperature: softens both distributions so the teacher's near-misses teach (1-4 typical).",
     ),
     loss: str = typer.Option(
         "kl", "--loss", help="kl (forward, mean-seeking), reverse (mode-seeking), jsd (bounded, GKD)."
@@ -37,7 +42,7 @@ def distill(
     topk_cache: Path = typer.Option(
         None, "--topk-cache", help="Cache the teacher's top-K log-probs here once and train from them."
     ),
-    topk: int = typer.Option(64, "--topk", help="K of the top-K cache (≈4·K+8 bytes per token on disk)."),
+    topk: int = opt.topk_option("≈4·K+8 bytes per token on disk."),
     cache_tail: str = typer.Option(
         "bucket", "--cache-tail", help="bucket (exact bound) or uniform (spread over the other ids; flat teachers)."
     ),
@@ -45,9 +50,7 @@ def distill(
     align_attention: float = typer.Option(
         0.0, "--align-attention", help="Weight of attention-map transfer (head-averaged KL, mapped layers)."
     ),
-    seq_kd: bool = typer.Option(
-        False, "--seq-kd", help="Sequence-level KD: the teacher writes responses, the student learns them."
-    ),
+    seq_kd: bool = opt.seq_kd_option("The student learns the teacher's responses."),
     seq_kd_prompts: int = typer.Option(64, "--seq-kd-prompts", help="Prompts for --seq-kd (first words of documents)."),
     seq_kd_tokens: int = typer.Option(64, "--seq-kd-tokens", help="Tokens the teacher writes per prompt (--seq-kd)."),
     on_policy: float = typer.Option(
@@ -57,10 +60,14 @@ def distill(
         0, "--eval-every", help="Held-out KL/ppl/top-1 every N steps into OUT/run/monitor.jsonl (0: at the end)."
     ),
     fused: bool = typer.Option(False, "--fused", help="Fused chunked loss: full logits never exist (long contexts)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/run/latest; ends with identical weights."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the data order, sampling and derived student."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    resume: bool = opt.resume_option("From OUT/run/latest; ends with identical weights."),
+    device: str = opt.device_option("auto", "bf16 autocast on CUDA."),
+    seed: int = opt.seed_option(0, "Data order, sampling and the derived student."),
+    quiet: bool = opt.quiet_option(),
+    revision: str = opt.revision_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    trust_remote_code: bool = opt.trust_remote_code_option(),
+    dtype: str = opt.dtype_option(),
 ) -> None:
     """Distill a teacher into a smaller student and report how close it got.
 
@@ -68,7 +75,7 @@ def distill(
 
     Examples:
 
-      edgekit distill demo --layers 2 --steps 300 --out distilled/demo
+      edgekit distill demo --student-layers 2 --steps 300 --out distilled/demo
 
       edgekit distill ./teacher --topk-cache cache/ --alpha 0 -T 1     (teacher run once, then unloaded)
 
@@ -81,6 +88,7 @@ def distill(
     from edgekit.distill.job import LOSS_NAMES, run_job
     from edgekit.distill.trainer import DistillConfig
     from edgekit.errors import ConfigError, Problem
+    from edgekit.loading import using
 
     problems = []
     if loss not in LOSS_NAMES:
@@ -98,7 +106,7 @@ def distill(
     if batch_size < 1:
         problems.append(Problem("--batch-size", "", f"{batch_size} must be >= 1"))
     if temperature <= 0:
-        problems.append(Problem("--temperature", "", f"{temperature} must be > 0"))
+        problems.append(Problem("--kd-temperature", "", f"{temperature} must be > 0"))
     if topk_cache is not None and (seq_kd or on_policy > 0 or align != "none" or align_attention > 0):
         problems.append(Problem("--topk-cache", "", "trains without the teacher; drop --seq-kd/--on-policy/--align*"))
     if problems:
@@ -109,11 +117,12 @@ def distill(
         cache_tail=cache_tail, align_attention=align_attention, on_policy=on_policy, eval_every=eval_every,
         checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
     )  # fmt: skip
-    summary = run_job(
-        teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,
-        topk_cache=topk_cache, topk=topk, seq_kd=seq_kd, seq_kd_prompts=seq_kd_prompts, seq_kd_tokens=seq_kd_tokens,
-        resume=resume, progress=not quiet,
-    )  # fmt: skip
+    with using([teacher], opt.load_options(revision, cache_dir, trust_remote_code, dtype)):
+        summary = run_job(
+            teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,
+            topk_cache=topk_cache, topk=topk, seq_kd=seq_kd, seq_kd_prompts=seq_kd_prompts,
+            seq_kd_tokens=seq_kd_tokens, resume=resume, progress=not quiet,
+        )  # fmt: skip
     _print_summary(summary, out)
 
 
@@ -141,4 +150,4 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``distill`` to the CLI."""
-    app.command("distill")(distill)
+    app.command("distill", cls=opt.Command)(distill)

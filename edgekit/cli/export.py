@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.cli import options as opt
+
 console = Console()
 
 
@@ -16,22 +18,17 @@ def _split(levels: str) -> list[str]:
 
 
 def export(
-    model: str = typer.Argument(..., help="Hugging Face model folder or Hub id (safetensors), or 'demo'."),
+    model: str = opt.model_argument("Weights as safetensors."),
     fmt: str = typer.Option("gguf", "--format", "-f", help="gguf or onnx."),
-    quant: str = typer.Option(
-        None,
-        "--quant",
-        "-q",
-        help="Comma-separated levels, e.g. F32,Q5_K_M,Q4_K_M or fp32,int8,int4. Default: the target's ladder, else F16 / fp32.",
+    quant: str = opt.quant_option(
+        None, "Comma-separated, e.g. F32,Q5_K_M,Q4_K_M or fp32,int4. Default: the target's ladder, else F16 / fp32."
     ),
-    out: Path = typer.Option(Path("export/models"), "--out", "-o", help="Output folder."),
-    target: str = typer.Option(None, "--target", "-t", help="Target profile: its ladder and verification thresholds."),
+    out: Path = opt.out_option(Path("export/models")),
+    target: str = opt.target_option(detail="Its ladder and verification thresholds apply."),
     imatrix: str = typer.Option(
         "auto", "--imatrix", help="auto (compute from --calibration text), none, or an imatrix file."
     ),
-    calibration: Path = typer.Option(
-        None, "--calibration", help="Text (.txt/.jsonl) for the importance matrix; default: the built-in corpus."
-    ),
+    calibration: Path = opt.calibration_option("For the importance matrix."),
     tensor_type: list[str] = typer.Option(
         [],
         "--tensor-type",
@@ -39,6 +36,10 @@ def export(
     ),
     block_size: int = typer.Option(32, "--block-size", help="ONNX int4: weights per scale (power of two >= 16)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify every file against PyTorch after export."),
+    revision: str = opt.revision_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    trust_remote_code: bool = opt.trust_remote_code_option(),
+    dtype: str = opt.dtype_option(),
 ) -> None:
     """Export a model to GGUF or ONNX at one or more quantization levels, then verify each file.
 
@@ -49,9 +50,18 @@ def export(
 
     if fmt not in ("gguf", "onnx"):
         raise typer.BadParameter(f"unknown format {fmt!r}; use gguf or onnx", param_hint="--format")
+    from edgekit.loading import using
+
     profile = load_target(target) if target else None
     overrides = _overrides(tensor_type, profile)
-    ref = resolve_teacher(model)
+    load = opt.load_options(revision, cache_dir, trust_remote_code, dtype)
+    with using([model], load):
+        ref = resolve_teacher(model, trust_remote_code)
+    with using([model, ref.path], load):
+        _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify)
+
+
+def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify) -> None:
     model = Path(ref.path)
     levels = _split(quant) if quant else (profile.ladder(fmt) if profile else [])
     levels = levels or (["F16"] if fmt == "gguf" else ["fp32"])
@@ -136,10 +146,16 @@ def _verify_all(paths, reference: Path, profile, levels: list[str], tokens: int)
 
 def verify(
     artifact: Path = typer.Argument(..., help="A .gguf file or an ONNX folder."),
-    reference: Path = typer.Option(..., "--reference", "-r", help="The HF model folder it was exported from."),
-    target: str = typer.Option(None, "--target", "-t", help="Target profile whose thresholds apply."),
-    level: str = typer.Option(None, "--level", help="Quantization level (default: from the sidecar)."),
-    tokens: int = typer.Option(None, "--tokens", help="Held-out tokens to compare (default: the target's, else 1024)."),
+    reference: Path = opt.reference_option(required=True),
+    target: str = opt.target_option(detail="Its thresholds apply."),
+    level: str = opt.quant_option(None, "Default: from the sidecar."),
+    tokens: int = typer.Option(
+        None, "--heldout-tokens", help="Held-out tokens to compare (default: the target's, else 1024)."
+    ),
+    revision: str = opt.revision_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    trust_remote_code: bool = opt.trust_remote_code_option(),
+    dtype: str = opt.dtype_option(),
 ) -> None:
     """Check an exported artifact against the PyTorch model it came from (exit 3 with a table on failure).
 
@@ -147,6 +163,7 @@ def verify(
     """
     from edgekit.errors import InputError
     from edgekit.export.verify import verify_artifact
+    from edgekit.loading import using
     from edgekit.targets import load_target
 
     if not artifact.exists():
@@ -154,12 +171,13 @@ def verify(
     profile = load_target(target) if target else None
     threshold = profile.verify.threshold if profile else None
     tokens = tokens or (profile.verify.heldout_tokens if profile else 1024)
-    report = verify_artifact(artifact, reference, level=level, threshold=threshold, max_tokens=tokens, check=True)
+    with using([reference], opt.load_options(revision, cache_dir, trust_remote_code, dtype)):
+        report = verify_artifact(artifact, reference, level=level, threshold=threshold, max_tokens=tokens, check=True)
     console.print(report.table())
     console.print(f"[green]passed[/] {artifact} ({report.level}, {report.tokens} tokens, {report.backend})")
 
 
 def register(app: typer.Typer) -> None:
     """Add ``export`` and ``verify`` to the CLI."""
-    app.command("export")(export)
-    app.command("verify")(verify)
+    app.command("export", cls=opt.Command)(export)
+    app.command("verify", cls=opt.Command)(verify)

@@ -12,6 +12,8 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from edgekit.cli import options as opt
+
 console = Console()
 JSON_SCHEMA_VERSION = 1  # bump when a key of the --json output changes meaning or disappears
 
@@ -51,31 +53,33 @@ def _check_options(quality_budget, gpu, context, tokens, topk, compute_budget) -
 
 
 def plan(
-    target: str = typer.Option(..., "--target", "-t", help="Target profile name or .toml path."),
-    model: str = typer.Option("demo", "--model", "-m", help="HF folder, Hub id (config only, no weights), or 'demo'."),
-    context: int = typer.Option(None, "--context", help="Context length for the KV cache (default: the target's)."),
+    target: str = opt.target_option(required=True),
+    model: str = opt.model_option("demo", "Only its config is read, no weights."),
+    context: int = opt.context_option("For the KV cache (default: the target's)."),
     quality_budget: str = typer.Option(
         "moderate", "--quality-budget", help="low | moderate | any: the quantization levels the advice may use."
     ),
     compute_budget: float = typer.Option(
         None, "--compute-budget", help="GPU-hours you can spend; prune/distill options say if they fit in it."
     ),
-    gpu: str = typer.Option("H100", "--gpu", help="GPU class for the hours: H100, A100, L4, RTX4090."),
+    gpu: str = typer.Option(
+        "H100", "--gpu-class", help="GPU class the GPU-hours are priced for: H100, A100, L4, RTX4090."
+    ),
     tokens: float = typer.Option(
         None, "--tokens", help="Training tokens for distillation/recovery (default: 20 per student parameter)."
     ),
-    topk: int = typer.Option(64, "--topk", help="K of the top-K teacher logit cache, for its disk estimate."),
-    seq_kd: bool = typer.Option(False, "--seq-kd", help="Cost sequence-level KD: the teacher also writes the text."),
+    topk: int = opt.topk_option("For its disk estimate."),
+    seq_kd: bool = opt.seq_kd_option("Its cost is included."),
     measurements: Path = typer.Option(
         None, "--measurements", help="A bench results.json for this model: measured sizes (and speeds on-device)."
     ),
     write_student: Path = typer.Option(
         None, "--write-student", help="Write the suggested student's config.json here (for edgekit distill --student)."
     ),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model's own config code."),
-    as_json: bool = typer.Option(
-        False, "--json", help="Machine-readable output (schema_version 1, see docs/decision-guide.md)."
-    ),
+    revision: str = opt.revision_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    trust_remote_code: bool = opt.trust_remote_code_option(),
+    as_json: bool = opt.json_option("schema_version 1, see docs/decision-guide.md."),
 ) -> None:
     """Per quantization level: file size, KV cache, fit in the memory budget, and predicted decode speed; then the cheapest path (quantize, prune + recover, or distill) that meets the budget, with a cost estimate.
 
@@ -86,7 +90,10 @@ def plan(
 
     gpu = _check_options(quality_budget, gpu, context, tokens, topk, compute_budget)
     profile = load_target(target)
-    config = _config(model, trust_remote_code)
+    from edgekit.loading import using
+
+    with using([model], opt.load_options(revision, cache_dir, trust_remote_code)):
+        config = _config(model, trust_remote_code)
     results = None
     if measurements:
         from edgekit.measured import read_measurements
@@ -214,4 +221,4 @@ def _print_option(option, recommended: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``plan`` to the CLI."""
-    app.command("plan")(plan)
+    app.command("plan", cls=opt.Command)(plan)

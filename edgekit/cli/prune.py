@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.cli import options as opt
+
 console = Console()
 
 
@@ -23,10 +25,8 @@ def _source(model: str) -> str:
 
 
 def prune(
-    model: str = typer.Argument(..., help="HF model folder (safetensors), Hub id, or 'demo' (the built-in teacher)."),
-    out: Path = typer.Option(
-        None, "--out", "-o", help="Folder for the pruned HF model (needed unless --analyze only)."
-    ),
+    model: str = opt.model_argument("Weights as safetensors."),
+    out: Path = opt.out_option(None, "The pruned HF model (needed unless --analyze only)."),
     heads: float = typer.Option(0.0, "--heads", help="Fraction of KV groups removed (each with its query heads)."),
     query_heads: float = typer.Option(
         0.0, "--query-heads", help="Fraction of query heads removed inside every KV group (groups stay)."
@@ -37,8 +37,8 @@ def prune(
         0.0, "--hidden", help="Fraction of hidden width removed (embeddings, norms, every projection, lm_head)."
     ),
     params: str = typer.Option(None, "--params", help="Budget: at most this many parameters, e.g. 2.5M or 1.1B."),
-    target: str = typer.Option(None, "--target", "-t", help="Budget: fit this target profile's memory ..."),
-    level: str = typer.Option(None, "--level", help="... at this quantization level, e.g. Q4_K_M (with --target)."),
+    target: str = opt.target_option(detail="Budget: fit its memory at --quant."),
+    level: str = opt.quant_option(None, "With --target: the level the budget is for, e.g. Q4_K_M."),
     budget_on: str = typer.Option(
         "ffn,hidden",
         "--budget-on",
@@ -48,9 +48,9 @@ def prune(
         "activation", "--importance", "-i", help="activation | magnitude | taylor | block | loo (see docs/pruning.md)."
     ),
     round_to: int = typer.Option(
-        None, "--round-to", help="Kept sizes are multiples of this (default: 256 for a K-quant --level, else 1)."
+        None, "--round-to", help="Kept sizes are multiples of this (default: 256 for a K-quant --quant, else 1)."
     ),
-    calibration: Path = typer.Option(None, "--calibration", help="Text (.txt/.jsonl) to score on; default: built-in."),
+    calibration: Path = opt.calibration_option("Importance is scored on it."),
     calibration_sequences: int = typer.Option(16, "--calibration-sequences", help="Rows of 256 tokens to score on."),
     recover_steps: int = typer.Option(
         0, "--recover-steps", help="Distillation steps from the unpruned model after each pruning step (0: none)."
@@ -67,25 +67,21 @@ def prune(
         False, "--analyze", help="Print per-layer/head/channel scores; save a plot and every score as JSON."
     ),
     plot: Path = typer.Option(None, "--plot", help="Where --analyze saves its PNG (default: OUT/importance.png)."),
+    revision: str = opt.revision_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    trust_remote_code: bool = opt.trust_remote_code_option(),
+    dtype: str = opt.dtype_option(),
 ) -> None:
     """Remove attention heads, FFN channels, layers or hidden width by importance and save an ordinary HF model.
 
-    Say what to remove as ratios (--ffn 0.5 --heads 0.25 --layers 2) or as a budget (--params 2.5M, or --target raspberry-pi-5 --level Q4_K_M: the gentlest uniform ratio over --budget-on that fits). Heads go by whole KV groups or evenly inside groups, so num_heads stays a multiple of num_kv_heads. Sizes are rounded to --round-to (256 keeps every row K-quant friendly).
+    Say what to remove as ratios (--ffn 0.5 --heads 0.25 --layers 2) or as a budget (--params 2.5M, or --target raspberry-pi-5 --quant Q4_K_M: the gentlest uniform ratio over --budget-on that fits). Heads go by whole KV groups or evenly inside groups, so num_heads stays a multiple of num_kv_heads. Sizes are rounded to --round-to (256 keeps every row K-quant friendly).
 
     Pruning hurts; recovery wins it back: --recover-steps N distills from the unpruned model after each of --iterations steps (Minitron order: distill → prune → recover → quantize). --analyze shows the scores first (with no ratios or budget it only analyzes). --sparsity and --two-four keep shapes and save only storage (compressed size), not time on dense kernels.
 
     Example: edgekit prune demo --out pruned --params 2.6M --importance taylor --recover-steps 100
     """
     from edgekit.errors import ConfigError, Problem
-    from edgekit.prune.job import (
-        Budget,
-        default_round_to,
-        option_problems,
-        parse_count,
-        prune_folder,
-        resolve_plan,
-        schedule_problems,
-    )
+    from edgekit.prune.job import Budget, option_problems, parse_count, schedule_problems
 
     ratios = {"ffn": ffn, "heads": heads, "query_heads": query_heads, "hidden": hidden}
     budget = None
@@ -107,8 +103,20 @@ def prune(
     problems += schedule_problems(iterations, recover_steps, sparsity, two_four)
     if problems:
         raise ConfigError(problems)
-    source = _source(model)
+    from edgekit.loading import using
+
+    load = opt.load_options(revision, cache_dir, trust_remote_code, dtype)
+    with using([model], load):
+        source = _source(model)
+    with using([model, source], load):
+        _prune(source, out, analyze, importance, calibration, calibration_sequences, plot, cutting, ratios, layers,
+               round_to, level, budget, recover_steps, iterations, sparsity, two_four, gguf_check)  # fmt: skip
+
+
+def _prune(source, out, analyze, importance, calibration, calibration_sequences, plot, cutting, ratios, layers,
+           round_to, level, budget, recover_steps, iterations, sparsity, two_four, gguf_check) -> None:  # fmt: skip
     from edgekit.models import load_model, load_tokenizer
+    from edgekit.prune.job import default_round_to, prune_folder, resolve_plan
 
     loaded, tokenizer = load_model(source), load_tokenizer(source)
     if analyze:
@@ -200,4 +208,4 @@ def _print_report(report: dict, source: str, out: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``prune`` to the CLI."""
-    app.command("prune")(prune)
+    app.command("prune", cls=opt.Command)(prune)

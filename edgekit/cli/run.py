@@ -10,23 +10,22 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from edgekit.cli import options as opt
 from edgekit.errors import InputError
 from edgekit.runtime.chat import trim_history
 from edgekit.runtime.input_check import ContextOverflow, check_text
 
 # Options shared by run and chat; each maps to one argument of edgekit.load or EdgeModel.generate.
-_BACKEND = typer.Option("auto", "--backend", help="auto, llama.cpp, onnxruntime or torch.")
-_TARGET = typer.Option(None, "--target", help="Target profile name or TOML path: threads, GPU offload, EP.")
-_MAX_TOKENS = typer.Option(128, "--max-tokens", min=1, help="Most tokens to generate per reply.")
-_TEMPERATURE = typer.Option(0.0, "--temperature", min=0.0, help="0 is greedy; higher samples more freely.")
-_TOP_P = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (1 disables).")
-_TOP_K = typer.Option(0, "--top-k", min=0, help="Sample among the K likeliest tokens (0 disables).")
-_SEED = typer.Option(None, "--seed", help="Seed for sampling, for repeatable output.")
-_THREADS = typer.Option(None, "--threads", min=1, help="CPU threads (overrides the target profile).")
-_N_CTX = typer.Option(None, "--n-ctx", min=1, help="Context length in tokens (overrides the target profile).")
-_NO_VERIFY = typer.Option(
-    False, "--no-verify-hash", help="Skip checking a bundle's files against the sha256 in its manifest."
-)
+_BACKEND = typer.Option("auto", "--backend", help=opt.VOCABULARY["--backend"])
+_TARGET = opt.target_option(detail="Threads, GPU offload and execution provider come from it.")
+_MAX_TOKENS = typer.Option(128, "--max-tokens", min=1, help=opt.VOCABULARY["--max-tokens"])
+_TEMPERATURE = typer.Option(0.0, "--temperature", min=0.0, help=opt.VOCABULARY["--temperature"])
+_TOP_P = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help=opt.VOCABULARY["--top-p"])
+_TOP_K = typer.Option(0, "--top-k", min=0, help=opt.VOCABULARY["--top-k"])
+_SEED = opt.seed_option(None, "Default: a fresh one each run.")
+_THREADS = opt.threads_option("Overrides the target profile.")
+_N_CTX = opt.context_option("Overrides the target profile.")
+_NO_VERIFY = typer.Option(False, "--no-verify-hash", help=opt.VOCABULARY["--no-verify-hash"])
 
 
 def _out() -> Console:
@@ -46,7 +45,7 @@ def run(
     stop: list[str] | None = typer.Option(None, "--stop", help="Stop before this text (repeatable; \\n is a newline)."),
     threads: int | None = _THREADS,
     n_ctx: int | None = _N_CTX,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, tokens, speed) at the end."),
+    as_json: bool = opt.json_option("One object (text, tokens, speed) at the end."),
     no_verify_hash: bool = _NO_VERIFY,
 ) -> None:
     """Generate a continuation of PROMPT with ARTIFACT, streaming it to the terminal."""
@@ -163,5 +162,5 @@ def _stats(model) -> dict[str, float]:
 
 def register(app: typer.Typer) -> None:
     """Add ``run`` and ``chat`` to ``app``."""
-    app.command("run")(run)
-    app.command("chat")(chat)
+    app.command("run", cls=opt.Command)(run)
+    app.command("chat", cls=opt.Command)(chat)

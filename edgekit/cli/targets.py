@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgekit.cli import options as opt
 from edgekit.targets import list_targets, load_target, targets_dir
 
 targets_app = typer.Typer(
@@ -45,7 +46,7 @@ def _list(ctx: typer.Context) -> None:
 @targets_app.command("show")
 def show(
     target: str = typer.Argument(..., help="Profile name (e.g. raspberry-pi-5) or path to a .toml file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the validated profile as JSON."),
+    as_json: bool = opt.json_option("The validated profile."),
 ) -> None:
     """Print one validated target profile."""
     profile = load_target(target)

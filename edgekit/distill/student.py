@@ -20,6 +20,18 @@ def uniform_layers(n_teacher: int, n_student: int) -> list[int]:
     return [round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)]
 
 
+def check_student_shape(teacher_config, num_layers: int | None, hidden_size: int | None) -> None:
+    """ValueError for a student no smaller than the teacher can derive (asked here and by the build's preflight).
+
+    Layers are picked from the teacher's and widths sliced from its matrices, so neither may exceed the teacher's.
+    """
+    t_layers, t_hidden = teacher_config.num_hidden_layers, teacher_config.hidden_size
+    if num_layers is not None and not 1 <= num_layers <= t_layers:
+        raise ValueError(f"student layers {num_layers} must be between 1 and the teacher's {t_layers}")
+    if hidden_size is not None and not 1 <= hidden_size <= t_hidden:
+        raise ValueError(f"student hidden size {hidden_size} must be between 1 and the teacher's {t_hidden}")
+
+
 def derive_student(
     teacher,
     *,
@@ -38,6 +50,7 @@ def derive_student(
     """
     from transformers import AutoModelForCausalLM
 
+    check_student_shape(teacher.config, num_layers, hidden_size)
     config = copy.deepcopy(teacher.config)
     t_layers = config.num_hidden_layers
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

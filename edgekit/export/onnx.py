@@ -21,10 +21,11 @@ from edgekit.errors import BackendUnavailable, ConfigError, Problem, StageError
 from edgekit.export.checks import check_source
 from edgekit.export.sidecar import write_sidecar
 from edgekit.fileio import atomic_path, temporary_dir
+from edgekit.formats import export_levels
 
 ONNX_TASK = "text-generation-with-past"
 MODEL_FILE = "model.onnx"
-SUPPORTED_QUANTS = ("fp32", "int8", "int4")  # fp16 needs a CUDA export device; not offered on CPU
+SUPPORTED_QUANTS = tuple(export_levels("onnx"))  # the one table (edgekit.formats)
 
 
 def folder_name(quant: str) -> str:

@@ -18,8 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgekit.errors import VerificationError
 from edgekit.fileio import read_json
-from edgekit.formats import LEVELS
-from edgekit.models import count_parameters, load_config
+from edgekit.loading import LoadOptions, using
+from edgekit.models import count_parameters
 from edgekit.pipeline import preflight, stages
 from edgekit.pipeline.bundle import bench_summary, write_bundle
 from edgekit.pipeline.runner import StageResult, StageRunner
@@ -46,26 +46,24 @@ def build(
     resume: bool = False,
     progress: bool = True,
     console: Console | None = None,
+    load: LoadOptions | None = None,
 ) -> BuildResult:
     """Run the whole pipeline for ``target`` and return the bundle it wrote.
 
     Settings come from the build config's defaults, then ``config_path`` (TOML), then ``overrides``
-    (``section.key=value``); ``teacher`` overrides ``[teacher] model``.
+    (``section.key=value``); ``teacher`` overrides ``[teacher] model``. ``load`` (revision, cache
+    folder, remote code, dtype) applies to the teacher only.
     """
     console = console or get_console()  # the stages' own bars nest in this display only if they share it
-    profile, config = preflight.load_inputs(target, config_path, overrides)
-    source = teacher or config.teacher.model
-    preflight.check_teacher_source(source)
-    plan = stages.export_plan(profile, config.export)
-    preflight.check_backends([fmt for fmt, levels in plan.items() if levels])
-    round_to = config.prune.round_to or (256 if any(LEVELS[q].k_quant for q in plan.get("gguf", [])) else 1)
-    teacher_config = _teacher_config(source, config.teacher.trust_remote_code)
-    student_config = preflight.predicted_student_config(teacher_config, config, round_to)
-    preflight.check_fits(student_config, profile, source)
+    checked = preflight.run(
+        target, teacher=teacher, config_path=config_path, overrides=overrides, out=out, workdir=workdir, load=load
+    )
+    profile, config, source, plan, round_to = (
+        checked.profile, checked.config, checked.source, checked.plan, checked.round_to
+    )  # fmt: skip
     out = Path(out)
-    n_levels = sum(len(v) for v in plan.values())
-    preflight.check_disk(Path(workdir) if workdir else out, preflight.parameter_estimate(teacher_config), n_levels)
-    ref = resolve_teacher(source, config.teacher.trust_remote_code, progress=progress)
+    with using([source], checked.load):
+        ref = resolve_teacher(source, checked.load.trust_remote_code, progress=progress)
     work = Path(workdir) if workdir else out / ".work" / ref.name
 
     with Progress(
@@ -84,25 +82,18 @@ def build(
             )
 
         runner = StageRunner(work, resume=resume, on_stage=on_stage)
-        bundle = _run_stages(runner, ref, profile, config, plan, round_to, out, progress)
+        with using([source, ref.path], checked.load):
+            bundle = _run_stages(runner, ref, profile, config, plan, round_to, out, progress, checked.load)
         bar.update(task, completed=len(STAGES), description="done")
     return bundle
 
 
-def _teacher_config(source: str, trust_remote_code: bool):
-    """The teacher's config without loading weights (or training the demo teacher)."""
-    if source == "demo":
-        from edgekit.demo import demo_config
-
-        return demo_config()
-    return load_config(source, trust_remote_code=trust_remote_code)
-
-
 def _run_stages(
-    runner: StageRunner, ref, profile, config, plan, round_to: int, out: Path, progress: bool
+    runner: StageRunner, ref, profile, config, plan, round_to: int, out: Path, progress: bool, load: LoadOptions
 ) -> BuildResult:
     data, seed, resume = config.data, config.seed, runner.resume
-    base = {"teacher": ref.fingerprint, "data": data.model_dump(), "seed": seed}
+    teacher = {"fingerprint": ref.fingerprint, **_loading(load)}  # a revision or dtype is another teacher
+    base = {"teacher": teacher, "data": data.model_dump(), "seed": seed}
     model_path = Path(ref.path)
     key = ref.fingerprint
     if config.distill.enabled:
@@ -203,6 +194,11 @@ def _run_stages(
         manifest=manifest,
     )
     return BuildResult(bundle, manifest, runner.results)
+
+
+def _loading(load: LoadOptions) -> dict[str, Any]:
+    """The loading options that change the teacher's weights (not where the download cache is)."""
+    return {"revision": load.revision, "dtype": load.dtype, "trust_remote_code": load.trust_remote_code}
 
 
 def _file_stem(name: str) -> str:

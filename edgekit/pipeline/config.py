@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgekit.errors import ConfigError, InputError, Problem
 from edgekit.fileio import read_toml
-from edgekit.formats import levels_for
+from edgekit.formats import level_problems
 
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -84,9 +84,9 @@ class ExportSection(_Strict):
         fmt = "gguf" if info.field_name == "gguf_levels" else "onnx"
         if value is not None and not value:
             raise ValueError(f"empty list of {fmt} levels; leave it out to use the target's ladder")
-        bad = [v for v in value or [] if v not in levels_for(fmt)]
-        if bad:
-            raise ValueError(f"{', '.join(bad)} not a {fmt} level; choose from {', '.join(levels_for(fmt))}")
+        problems = level_problems(fmt, value or [], "", "")
+        if problems:
+            raise ValueError(problems[0].message)
         return value
 
 

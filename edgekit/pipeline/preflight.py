@@ -1,8 +1,12 @@
 """Checks that make a doomed build fail in seconds, not after hours of distillation.
 
-Configuration problems (target profile and build config) are collected and raised together; then
-the backends the target's formats need, free disk, and whether the final model can fit the target's
-memory budget at its smallest level (with the numbers, and what would fit instead).
+Configuration problems (target profile and build config) are collected and raised together,
+including every value a later stage would reject, checked with the validator that stage calls
+(``stage_value_problems``: exportable levels from the one table in ``edgekit.formats``, the bench
+suite, the training text, the layers pruning removes, the student's shape, GGML type overrides);
+then the backends the target's formats need, free disk, and whether the final model can fit the
+target's memory budget at its smallest level (with the numbers, and what would fit instead).
+``run`` does all of it in order and returns what the build needs.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ import copy
 import importlib.util
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import BackendUnavailable, ConfigError, DoesNotFit, EdgekitError, InputError, Problem
-from edgekit.formats import level
-from edgekit.pipeline.config import BuildConfig, load_build_config
+from edgekit.formats import LEVELS, level, level_problems
+from edgekit.loading import LoadOptions, using
+from edgekit.pipeline.config import OVERRIDE_SOURCE, BuildConfig, load_build_config
 from edgekit.targets import TargetProfile, load_target
 
 # Python modules each format needs, and the pip requirement that provides them.
@@ -90,7 +96,7 @@ def predicted_student_config(teacher_config: Any, config: BuildConfig, round_to:
         from edgekit.prune.plan import PrunePlan, planned_config
 
         p = config.prune
-        layers = min(p.layers, c.num_hidden_layers - 1)
+        layers = min(p.layers, c.num_hidden_layers - 1)  # too many is reported by stage_value_problems
         c = planned_config(c, PrunePlan(ffn=p.ffn, heads=p.heads, layers=layers, hidden=p.hidden, round_to=round_to))
     return c
 
@@ -119,3 +125,162 @@ def check_teacher_source(source: str) -> None:
     """A local path that does not exist is an input error before anything else runs."""
     if source != "demo" and (source.startswith((".", "/", "~")) and not Path(source).expanduser().exists()):
         raise InputError(source, "teacher folder not found")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What preflight established, for the build to use."""
+
+    profile: TargetProfile
+    config: BuildConfig
+    source: str  # the teacher as the user named it
+    plan: dict[str, list[str]]  # format -> levels to export
+    round_to: int
+    teacher_config: Any
+    student_config: Any
+    load: LoadOptions
+
+
+def _origin(key: str, config_path: str | Path | None, overrides: Sequence[str]) -> str:
+    """Where a build-config key's value came from: ``--set``, the config file, or the defaults."""
+    if any(o.partition("=")[0].strip() == key for o in overrides):
+        return OVERRIDE_SOURCE
+    return str(config_path) if config_path else "build config"
+
+
+def teacher_config(source: str, trust_remote_code: bool) -> Any:
+    """The teacher's config without loading weights (or training the demo teacher)."""
+    if source == "demo":
+        from edgekit.demo import demo_config
+
+        return demo_config()
+    from edgekit.models import load_config
+
+    return load_config(source, trust_remote_code=trust_remote_code)
+
+
+def stage_value_problems(
+    profile: TargetProfile,
+    config: BuildConfig,
+    plan: dict[str, list[str]],
+    teacher: Any,
+    round_to: int,
+    origin=lambda key: "build config",
+) -> list[Problem]:
+    """Every value a later stage would reject, found with the validator that stage calls."""
+    problems: list[Problem] = []
+    for fmt, levels in plan.items():  # export: the exporters' own table of levels
+        explicit = getattr(config.export, f"{fmt}_levels")
+        where = (
+            (origin(f"export.{fmt}_levels"), f"export.{fmt}_levels")
+            if explicit
+            else (profile.source, f"export.{fmt}_ladder")
+        )
+        problems += level_problems(fmt, levels, *where)
+    if plan.get("gguf") and profile.export.keep_output_tensor:  # export: the quantizer's type check
+        problems += _guard(
+            _check_type_overrides, profile.export.keep_output_tensor, profile.source, "export.keep_output_tensor"
+        )
+    if config.bench.enabled:  # bench: the suite loader
+        from edgekit.bench.suites import load_suite
+
+        problems += _guard(lambda v: load_suite(v, profile), config.bench.suite, origin("bench.suite"), "bench.suite")
+    if config.data.train != "builtin":  # distill, prune, export: the text loader
+        from edgekit.data import load_texts
+
+        problems += _guard(load_texts, config.data.train, origin("data.train"), "data.train")
+    student = copy.deepcopy(teacher)
+    if config.distill.enabled:
+        student.num_hidden_layers = config.distill.student_layers or student.num_hidden_layers
+        student.hidden_size = config.distill.student_hidden or student.hidden_size
+        from edgekit.distill.student import check_student_shape  # distill: the student it can derive
+
+        d = config.distill
+        key = "distill.student_hidden" if d.student_hidden else "distill.student_layers"
+        problems += _guard(
+            lambda t: check_student_shape(t, d.student_layers, d.student_hidden), teacher, origin(key), key
+        )
+    if config.prune.enabled:  # prune: the check its layer selection makes
+        from edgekit.prune.plan import check_layers
+
+        n = student.num_hidden_layers
+        layer_problems = _guard(
+            lambda r: check_layers(r, n), config.prune.layers, origin("prune.layers"), "prune.layers"
+        )
+        problems += layer_problems
+        if not layer_problems:  # prune: the shape checks prune_model makes before cutting
+            problems += _pruned_shape_problems(teacher, config, round_to, origin)
+    return problems
+
+
+def _pruned_shape_problems(teacher: Any, config: BuildConfig, round_to: int, origin) -> list[Problem]:
+    from edgekit.prune.compat import gguf_problems
+
+    shape = predicted_student_config(teacher, config, round_to)
+    problems = [Problem(origin("prune"), "prune", message) for message in gguf_problems(shape)]
+    return problems + _guard(_check_config, shape, origin("prune"), "prune")
+
+
+def _guard(check, value, source: str, key: str) -> list[Problem]:
+    """Run a stage's validator on a value; its complaint becomes one Problem naming source and key."""
+    try:
+        check(value)
+    except ConfigError as exc:
+        return [Problem(source, key, p.message) for p in exc.problems]
+    except (EdgekitError, ValueError) as exc:
+        return [Problem(source, key, str(exc).splitlines()[-1].strip() if str(exc) else type(exc).__name__)]
+    return []
+
+
+def _check_type_overrides(keep: str) -> None:
+    if not _importable("gguf"):
+        return  # check_backends names the missing package
+    from edgekit.export.quantize import check_overrides, keep_output_overrides
+
+    check_overrides(keep_output_overrides(keep))
+
+
+def _check_config(config: Any) -> None:
+    """transformers' own validation of a config (head counts dividing widths, ...), as model creation runs it."""
+    validate = getattr(config, "validate", None)
+    if not callable(validate):
+        return
+    try:
+        validate()
+    except Exception as exc:  # huggingface_hub's StrictDataclass errors are not ValueErrors
+        raise ValueError(str(exc).strip().splitlines()[-1].strip()) from None
+
+
+def run(
+    target: str,
+    *,
+    teacher: str | None = None,
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    out: str | Path = "export",
+    workdir: str | Path | None = None,
+    load: LoadOptions | None = None,
+) -> Checked:
+    """Every check, cheapest first; raises (ConfigError with every problem at once) or returns ``Checked``."""
+    from edgekit.pipeline.stages import export_plan
+
+    profile, config = load_inputs(target, config_path, overrides)
+    source = teacher or config.teacher.model
+    check_teacher_source(source)
+    load = load or LoadOptions(trust_remote_code=config.teacher.trust_remote_code)
+    trust = config.teacher.trust_remote_code or load.trust_remote_code
+    plan = export_plan(profile, config.export)
+    known_gguf = [q for q in plan.get("gguf", []) if q in LEVELS]
+    round_to = config.prune.round_to or (256 if any(LEVELS[q].k_quant for q in known_gguf) else 1)
+    with using([source], load):
+        t_config = teacher_config(source, trust)
+    origin = lambda key: _origin(key, config_path, overrides)  # noqa: E731
+    problems = stage_value_problems(profile, config, plan, t_config, round_to, origin)
+    if problems:
+        raise ConfigError(problems)
+    check_backends([fmt for fmt, levels in plan.items() if levels])
+    student = predicted_student_config(t_config, config, round_to)
+    check_fits(student, profile, source)
+    n_levels = sum(len(v) for v in plan.values())
+    check_disk(Path(workdir) if workdir else Path(out), parameter_estimate(t_config), n_levels)
+    return Checked(profile, config, source, plan, round_to, t_config, student, load)

@@ -60,16 +60,16 @@ def option_problems(ratios: dict[str, float], layers: int, budget: Budget | None
         problems.append(Problem(SOURCE, "--importance", f"{criterion!r}; choose from {', '.join(CRITERIA_NAMES)}"))
     if budget is not None:
         if budget.params is not None and budget.target:
-            problems.append(Problem(SOURCE, "--params", "give a parameter budget or --target/--level, not both"))
+            problems.append(Problem(SOURCE, "--params", "give a parameter budget or --target/--quant, not both"))
         if bool(budget.target) != bool(budget.level):
-            problems.append(Problem(SOURCE, "--target/--level", "a target budget needs both a target and a level"))
+            problems.append(Problem(SOURCE, "--target/--quant", "a target budget needs both a target and a level"))
         if budget.level:
             from edgekit.formats import level as level_info
 
             try:
                 level_info(budget.level)
             except KeyError as exc:
-                problems.append(Problem(SOURCE, "--level", str(exc).strip("'\"")))
+                problems.append(Problem(SOURCE, "--quant", str(exc).strip("'\"")))
         bad = sorted(set(budget.structures) - set(STRUCTURES))
         if bad or not budget.structures:
             problems.append(Problem(SOURCE, "--budget-on", f"{bad or 'nothing'}; choose from {', '.join(STRUCTURES)}"))
@@ -106,7 +106,7 @@ def resolve_plan(config, ratios: dict[str, float], layers: int, round_to: int, b
         try:
             level = level_info(budget.level).name
         except KeyError as exc:
-            raise ConfigError([Problem(SOURCE, "--level", str(exc).strip("'\""))]) from None
+            raise ConfigError([Problem(SOURCE, "--quant", str(exc).strip("'\""))]) from None
         fits, what = target_fit(load_target(budget.target), level), f"{budget.target} at {level}"
     try:
         return budget_plan(config, fits, budget.structures, base)

@@ -92,11 +92,16 @@ def _in_group(head_scores: torch.Tensor, groups: torch.Tensor, per_group: int, k
     return torch.stack([_top(row, keep) for row in by_group])
 
 
+def check_layers(remove: int, n_layers: int) -> None:
+    """ValueError when a plan removes every layer (asked by the prune stage and by the build's preflight)."""
+    if remove >= n_layers:
+        raise ValueError(f"cannot remove {remove} of {n_layers} layers")
+
+
 def select(scores: Scores, plan: PrunePlan, config) -> Keep:
     """Kept indices: the highest-scoring structures at the plan's sizes."""
     n = config.num_hidden_layers
-    if plan.layers >= n:
-        raise ValueError(f"cannot remove {plan.layers} of {n} layers")
+    check_layers(plan.layers, n)
     layers = sorted(_top(scores.layers, n - plan.layers).tolist()) if plan.layers else list(range(n))
     shape = planned_config(config, plan)
     n_groups, q = kept_attention(config, plan)
