@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +33,15 @@ def _size(value: Any) -> int | None:
     return len(value) if isinstance(value, (str, bytes, list, tuple)) else None
 
 
+_BIG_NUMBER = re.compile(r"\d{" + str(len(str(MAX_OUTPUT_CHARS))) + ",}")
+
+
+def _check_format(text: Any) -> None:
+    """A format string (``'{:>999999999}'``, ``'%999999999d'``) must not ask for a gigantic width."""
+    if isinstance(text, str) and any(int(m) > MAX_OUTPUT_CHARS for m in _BIG_NUMBER.findall(text)):
+        raise TemplateLimit(f"a format string asks for a width above the limit of {MAX_OUTPUT_CHARS:,}")
+
+
 def _check_int(value: Any) -> None:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_OUTPUT_CHARS:
         raise TemplateLimit(f"an argument of {value} is larger than the limit of {MAX_OUTPUT_CHARS}")
@@ -40,10 +50,12 @@ def _check_int(value: Any) -> None:
 class LimitedSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox with sizes checked before values grow."""
 
-    intercepted_binops = frozenset({"*", "**", "+"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
+        if operator == "%":
+            _check_format(left)
+        elif operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if _size(seq) is not None and isinstance(times, int) and _size(seq) * times > MAX_OUTPUT_CHARS:
                     raise TemplateLimit(f"a value of {_size(seq) * times:,} items is larger than {MAX_OUTPUT_CHARS:,}")
@@ -56,7 +68,10 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         for value in (*args, *kwargs.values()):
-            _check_int(value)  # 'x'.ljust(10**9), '{:>999999999}'.format(1), ...
+            _check_int(value)  # 'x'.ljust(10**9), ...
+        if getattr(__obj, "__name__", "") in ("format", "format_map"):
+            bound = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format, keeping the original
+            _check_format(getattr(bound, "__self__", None))  # '{:>999999999}'.format(1)
         return super().call(__context, __obj, *args, **kwargs)
 
 
@@ -74,6 +89,8 @@ def _limited_filter(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         for value in (*args[1:], *kwargs.values()):
             _check_int(value)  # center(10**9), indent(10**9), truncate(...)
+        for value in args[:2]:
+            _check_format(value)  # '%999999999d'|format(1): the format string may follow the context
         result = fn(*args, **kwargs)
         if _size(result) is not None and _size(result) > MAX_OUTPUT_CHARS:
             raise TemplateLimit(f"a filter produced {_size(result):,} items, more than {MAX_OUTPUT_CHARS:,}")
