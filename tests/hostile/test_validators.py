@@ -286,3 +286,20 @@ def test_checkpoint_whose_step_disagrees_with_its_history_is_refused(tmp_path):
     path.write_text(json.dumps({"step": 10**9, "scalars": {}, "history": [{"step": 1}, {"step": 2}]}))
     with pytest.raises(InputError, match="disagrees with the history"):
         _state(path)
+
+
+def test_a_gguf_llama_cpp_aborts_on_is_a_native_crash_line_and_a_good_one_is_probed_once(
+    good_gguf, tmp_path, monkeypatch
+):
+    pytest.importorskip("llama_cpp")
+    from edgekit import isolate
+    from edgekit.errors import NativeCrash
+    from edgekit.runtime.llamacpp_probe import probe_once
+
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    bad = rewrite_gguf(good_gguf, tmp_path / "bad.gguf", fields={"llama.block_count": (1000, V.UINT32)})
+    with pytest.raises(NativeCrash, match="SIGABRT"):  # check_gguf would refuse it first; the probe is the net
+        probe_once(bad)
+    probe_once(good_gguf)
+    monkeypatch.setattr(isolate.multiprocessing, "get_context", lambda *_: pytest.fail("probed twice"))
+    probe_once(good_gguf)
