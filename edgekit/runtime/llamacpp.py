@@ -86,7 +86,8 @@ class LlamaCppBackend:
             quantization=FILE_TYPE_NAMES.get(int(meta.get("file_type", -1)), str(meta.get("file_type"))),
             parameters=int(meta["parameters"]),
             file_size=path.stat().st_size,
-            n_ctx=self._llm.n_ctx(),
+            # llama.cpp pads a small context up (to 256) but the wrapper's token buffer keeps the size asked for
+            n_ctx=min(self._llm.n_ctx(), len(self._llm.input_ids)),
             vocab_size=self._llm.n_vocab(),
             extra={
                 "architecture": meta.get("architecture"),
@@ -111,8 +112,8 @@ class LlamaCppBackend:
 
         ids = [int(i) for i in ids]
         n_vocab, n_batch = self._llm.n_vocab(), max(1, int(self._llm.n_batch))
-        if len(ids) > self._llm.n_ctx():
-            raise EdgekitError(f"input of {len(ids)} tokens does not fit the context of {self._llm.n_ctx()} tokens")
+        if len(ids) > self.info.n_ctx:
+            raise EdgekitError(f"input of {len(ids)} tokens does not fit the context of {self.info.n_ctx} tokens")
         out = np.empty((len(ids), n_vocab), dtype=np.float32)
         self._llm.reset()  # the wrapper must not believe any of its tokens are still cached
         lc.llama_memory_clear(lc.llama_get_memory(self._llm.ctx), True)
