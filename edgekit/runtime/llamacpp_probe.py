@@ -2,7 +2,7 @@
 
 ``gguf_model_check`` catches every inconsistency known to make llama.cpp assert, but llama.cpp has
 more asserts than any list. So the first time a file is used, a spawned child (``edgekit.isolate``)
-loads it and evaluates one token; if llama.cpp aborts there, the user gets a one-line
+loads it and evaluates a 16-token batch; if llama.cpp aborts there, the user gets a one-line
 ``NativeCrash`` naming the file instead of a dead process. A file that passed is remembered under
 its path, size, mtime and ctime, so the probe costs one child start per file, not per use.
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 PROBE_CACHE = "llamacpp-probed.json"
 PROBE_TIMEOUT_S = 300.0  # loading a multi-GB file from a slow card can take a while; a hang cannot
-PROBE_CONTEXT = 64  # tokens: enough to build the graph and run one token
+PROBE_CONTEXT = 64  # tokens: enough to build the graph and run a short batch
+PROBE_TOKENS = 16  # evaluated in one batch, as a prompt would be
 
 
 class _NoChatHandler:
@@ -51,15 +52,16 @@ def templates_off():
 
 
 def probe(path: str) -> int:
-    """In the child: load ``path`` with llama.cpp, evaluate one token; return the vocabulary size."""
+    """In the child: load ``path`` with llama.cpp, evaluate a short batch; return the vocabulary size."""
     from llama_cpp import Llama
 
     with templates_off():
         llm = Llama(model_path=path, n_ctx=PROBE_CONTEXT, n_batch=PROBE_CONTEXT, n_gpu_layers=0, verbose=False)
     try:
-        token = llm.token_bos()
-        llm.eval([token if 0 <= token < llm.n_vocab() else 0])
-        return llm.n_vocab()
+        n_vocab = llm.n_vocab()
+        # a batch of several tokens: some kernels (e.g. batched quantized matmuls) only run for more than one
+        llm.eval([i % n_vocab for i in range(1, PROBE_TOKENS + 1)])
+        return n_vocab
     finally:
         llm.close()
 
