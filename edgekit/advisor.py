@@ -100,7 +100,10 @@ def max_params(config, target: TargetProfile, level: str, context: int | None = 
     kv = kv_cache_bytes(config, context or target.budget.context_length)
     by_memory = (target.budget.memory_mb * 2**20 - kv - overhead_bytes(config)) * 8 / bpw
     floor = max(target.budget.min_decode_tokens_per_s, 1e-9)
-    by_speed = (target.hardware.memory_bandwidth_gbs * 1e9 / floor - kv) * 8 / bpw
+    from edgekit.predict import efficiency  # the calibrated fraction of bandwidth, as plan_levels uses
+
+    eff = (efficiency(target, LEVELS[level].format) or (1.0,))[0]
+    by_speed = (eff * target.hardware.memory_bandwidth_gbs * 1e9 / floor - kv) * 8 / bpw
     return max(0, int(min(by_memory, by_speed)))
 
 
@@ -168,8 +171,7 @@ def _allowed(levels: list[LevelPlan], quality_budget: str) -> list[LevelPlan]:
 
 def _quantize_option(lv: LevelPlan, target: TargetProfile, ok: bool) -> Option:
     floor = target.budget.min_decode_tokens_per_s
-    how = {"measured size": "predicted from the measured size"}.get(lv.basis, lv.basis)
-    speed = f"{lv.decode_tokens_per_s:,.1f} tokens/s ({how})"
+    speed = f"{level_speed_text(lv)} tokens/s ({level_speed_how(lv)})"
     memory = f"{lv.total_bytes / 2**20:,.0f} of {lv.budget_bytes / 2**20:,.0f} MiB"
     if ok:
         reason = (
@@ -181,6 +183,25 @@ def _quantize_option(lv: LevelPlan, target: TargetProfile, ok: bool) -> Option:
             fails.append(f"decodes at {speed}, below the {floor:g} tokens/s floor")
         reason = f"Even {lv.level}, the smallest level allowed, {' and '.join(fails)}."
     return Option("quantize", lv.level, lv.params, ok, reason, _quant_quality(lv.level))
+
+
+def level_speed_text(lv: LevelPlan) -> str:
+    """``4.39 (4.05–4.70)``: the level's speed with its range, three significant figures."""
+    from edgekit.predict import Prediction
+
+    low = lv.decode_low if lv.decode_low is not None else lv.decode_tokens_per_s
+    high = lv.decode_high if lv.decode_high is not None else lv.decode_tokens_per_s
+    basis = "measured" if lv.basis == "measured" else "calibrated"
+    return Prediction(lv.decode_tokens_per_s, low, high, basis, lv.speed_note).text()
+
+
+def level_speed_how(lv: LevelPlan) -> str:
+    """How the level's speed was obtained, in a few words (the table's footer gives the calibration)."""
+    if lv.basis == "measured":
+        return "measured on the device"
+    calibrated = "uncalibrated roofline" not in lv.speed_note and "no [calibration]" not in lv.speed_note
+    how = "calibrated prediction" if calibrated else "roofline upper bound: the profile has no [calibration]"
+    return f"{how} from the measured size" if lv.basis == "measured size" else how
 
 
 def _quant_quality(level: str) -> str:

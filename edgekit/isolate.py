@@ -9,16 +9,18 @@ file) can instead run here:
     from edgekit.isolate import run_isolated
     report = run_isolated(measure, path, texts, path=path, action="verifying it in llama.cpp")
 
-``measure(path, texts)`` runs in a fresh interpreter (``multiprocessing`` "spawn": no state copied
-from this process, no fork of a threaded torch). Its return value comes back; an exception it raises
-comes back as the same exception type; if the child dies by a signal or exits without answering,
-``NativeCrash`` is raised: one line naming the file, the signal, what was being done and the last
-line the library printed (e.g. ``what(): vector::_M_range_check``).
+``measure(path, texts)`` runs in a fresh interpreter (``python -c``, not ``multiprocessing``: no
+state copied from this process, no fork of a threaded torch, and the caller's ``__main__`` is
+never re-run, so scripts need no ``if __name__ == "__main__"`` guard). Its return value comes
+back; an exception it raises comes back as the same exception type; if the child dies by a
+signal or exits without answering, ``NativeCrash`` is raised: one line naming the file, the
+signal, what was being done and the last line the library printed (e.g. ``what():
+vector::_M_range_check``).
 
 Rules for the callable: a module-level function (it is imported by name in the child), arguments
 and result that pickle (paths, strings, lists, numpy arrays), and no reliance on state set up in
 the parent (the child imports the function's module afresh: keep heavy imports like torch out of
-that module's top level when the job does not need them). A spawn costs about 0.1-0.3 s plus the
+that module's top level when the job does not need them). A child costs about 0.1-0.3 s plus the
 imports; batch work into one call rather than many.
 
 ``check_exit`` gives the same one-line error for a ``subprocess`` run of a native tool.
@@ -26,15 +28,15 @@ imports; batch work into one call rather than many.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import multiprocessing
-import os
+import io
+import pickle
 import signal
+import subprocess
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,7 +44,8 @@ from edgekit.errors import EdgekitError, NativeCrash
 
 T = TypeVar("T")
 _TAIL_BYTES = 8192  # of the child's stderr kept for the error message
-_TIMED_OUT = ("timeout", None)
+# The child: read (sys.path, fn, args, kwargs) from stdin, write (kind, payload) to argv[1].
+_CHILD = "from edgekit.isolate import _child_main; _child_main()"
 
 
 def run_isolated(
@@ -53,38 +56,37 @@ def run_isolated(
     timeout: float | None = None,
     **kwargs: Any,
 ) -> T:
-    """``fn(*args, **kwargs)`` run in a spawned child process; its result, or its exception re-raised.
+    """``fn(*args, **kwargs)`` run in a child Python process; its result, or its exception re-raised.
 
     ``path`` (the file the work concerns) and ``action`` (what was being done to it, e.g. "loading
     it in llama.cpp") only word the error. ``timeout`` (seconds, None: no limit) kills a child that
     hangs and raises ``NativeCrash``. The child's stderr (native libraries' logs) goes to a
     temporary file: its last line is quoted when the child crashes, and it is dropped otherwise.
     """
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
+    payload = pickle.dumps(list(sys.path)) + pickle.dumps((fn, args, kwargs))
     with tempfile.TemporaryDirectory(prefix="edgekit-isolate-") as tmp:
-        log = Path(tmp) / "stderr.txt"
-        child = ctx.Process(target=_child_main, args=(sender, str(log), fn, args, kwargs), daemon=True)
-        child.start()
-        sender.close()  # the child holds the only write end: EOF on the pipe means it is gone
-        try:
-            message = _await(receiver, child, timeout)
-        except BaseException:  # Ctrl-C or our own timeout: never leave the child running
-            _stop(child)
-            raise
-        finally:
-            receiver.close()
-        if message is _TIMED_OUT:
-            _stop(child)
-            raise NativeCrash(path, f"did not finish within {timeout:g} s while {action}")
-        child.join(timeout=10)
-        if message is None:
-            _stop(child)
-            raise NativeCrash(path, f"{_describe_exit(child.exitcode)} while {action}{_last_line(log)}")
-    kind, payload = message
+        log, result = Path(tmp) / "stderr.txt", Path(tmp) / "result.pickle"
+        with open(log, "wb") as err:
+            child = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(result)], stdin=subprocess.PIPE, stdout=err, stderr=err
+            )
+            try:
+                child.communicate(payload, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                raise NativeCrash(path, f"did not finish within {timeout:g} s while {action}") from None
+            except BaseException:  # Ctrl-C: never leave the child running
+                child.kill()
+                child.wait()
+                raise
+        if child.returncode != 0 or not result.is_file():
+            code = child.returncode if child.returncode != 0 else 1
+            raise NativeCrash(path, f"{_describe_exit(code)} while {action}{_last_line(log)}")
+        kind, value = pickle.loads(result.read_bytes())  # written by our own child, never by a user
     if kind == "ok":
-        return payload
-    raise _rebuild(payload)
+        return value
+    raise _rebuild(value)
 
 
 def check_exit(returncode: int, path: str | Path, action: str, stderr: str | bytes = "") -> None:
@@ -97,23 +99,6 @@ def check_exit(returncode: int, path: str | Path, action: str, stderr: str | byt
         return
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
     raise NativeCrash(path, f"{_describe_exit(returncode)} while {action}{_quote(text)}")
-
-
-def _await(receiver, child, timeout: float | None):
-    """The child's one message; None if it died without sending one, ``_TIMED_OUT`` if it hangs."""
-    ready = wait([receiver, child.sentinel], timeout)
-    if not ready:
-        return _TIMED_OUT
-    if receiver in ready or (child.sentinel in ready and receiver.poll()):
-        with contextlib.suppress(EOFError):
-            return receiver.recv()
-    return None
-
-
-def _stop(child) -> None:
-    if child.is_alive():
-        child.kill()
-    child.join(timeout=10)
 
 
 def _describe_exit(code: int) -> str:
@@ -143,20 +128,28 @@ def _quote(text: str) -> str:
 # ---- the child side -------------------------------------------------------------------------------
 
 
-def _child_main(sender, log: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-    """Entry point of the child: stderr to ``log``, run ``fn``, send ("ok", result) or ("error", ...)."""
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(fd, 2)  # native libraries write to fd 2 directly, not through sys.stderr
-    os.close(fd)
+def _child_main() -> None:
+    """Entry point of the child process: run the pickled call, write its outcome to ``argv[1]``."""
+    path, fn, args, kwargs = _load_call()
     try:
         message: tuple[str, Any] = ("ok", fn(*args, **kwargs))
     except BaseException as exc:  # every failure goes back to the parent, which decides
         message = ("error", _portable(exc))
     try:
-        sender.send(message)
+        data = pickle.dumps(message)
     except Exception as exc:  # the result did not pickle
-        sender.send(("error", _portable(TypeError(f"the isolated call's result could not be sent back: {exc}"))))
-    sender.close()
+        data = pickle.dumps(
+            ("error", _portable(TypeError(f"the isolated call's result could not be sent back: {exc}")))
+        )
+    Path(path).write_bytes(data)
+
+
+def _load_call() -> tuple[str, Callable[..., Any], tuple, dict]:
+    """The call from stdin: the parent's ``sys.path`` first (so the function's module imports), then it."""
+    stream = io.BytesIO(sys.stdin.buffer.read())
+    sys.path[:] = pickle.load(stream)
+    fn, args, kwargs = pickle.load(stream)
+    return sys.argv[1], fn, args, kwargs
 
 
 def _portable(exc: BaseException) -> dict[str, Any]:

@@ -4,7 +4,8 @@ A bench ``results.json`` (edgekit bench, docs/benchmarking.md) holds, per quanti
 size, peak resident memory and decode speed measured on the machine that ran it. File size and memory
 do not depend on where the model runs, so they always replace the predictions. Decode speed does: it
 is used only when the report says it was measured on this target (``edgekit bench --target NAME
---on-device``, or ``--ssh``); otherwise it stays a roofline prediction from the measured weight bytes.
+--on-device``, or ``--ssh``); otherwise it stays a calibrated prediction (edgekit.predict) from the
+measured weight bytes.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from edgekit import predict
 from edgekit.errors import InputError
-from edgekit.plan import LevelPlan, roofline_tokens_per_s
+from edgekit.plan import LevelPlan
 from edgekit.targets import TargetProfile
 
 
@@ -63,16 +65,18 @@ def _measured_level(lv: LevelPlan, r: dict[str, Any], target: TargetProfile, spe
     total = max(int(r.get("peak_rss_bytes") or 0), file_bytes + lv.kv_bytes + lv.overhead_bytes)
     median = (r.get("decode_tokens_per_s") or {}).get("median")
     if speed_measured and median:
-        speed, basis = float(median), "measured"
+        speed, basis = predict.measured(float(median), r.get("host") or target.name), "measured"
     else:  # the bench's count of weight bytes one decode step reads (embeddings are looked up, not read)
         weights = int(r.get("weight_bytes_per_token") or file_bytes)
-        speed = roofline_tokens_per_s(target.hardware.memory_bandwidth_gbs, weights + lv.kv_bytes)
-        basis = "measured size"
+        speed, basis = predict.decode(target, weights, lv.kv_bytes, lv.format), "measured size"
     return replace(
         lv,
         file_bytes=file_bytes,
         total_bytes=total,
         fits=total <= lv.budget_bytes,
-        decode_tokens_per_s=speed,
+        decode_tokens_per_s=speed.tokens_per_s,
+        decode_low=speed.low,
+        decode_high=speed.high,
+        speed_note=speed.note,
         basis=basis,
     )

@@ -18,8 +18,14 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-# Decoder families every stage supports, as named by the HF config's ``model_type``.
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+def __getattr__(name: str) -> Any:
+    """``SUPPORTED_ARCHITECTURES``: the registry's model_types (edgekit.arch), kept for old callers."""
+    if name == "SUPPORTED_ARCHITECTURES":
+        from edgekit.arch import supported
+
+        return supported()
+    raise AttributeError(name)
 
 
 def _is_local(name_or_path: str | Path) -> bool:
@@ -92,13 +98,10 @@ def load_config(name_or_path: str | Path, trust_remote_code: bool = False) -> An
 
 
 def check_architecture(config: Any, source: str | Path) -> str:
-    """Return the config's model_type, or raise naming the supported ones."""
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_ARCHITECTURES:
-        raise UnsupportedModelError(
-            f"{source}: architecture {model_type!r} is not supported; supported: " + ", ".join(SUPPORTED_ARCHITECTURES)
-        )
-    return model_type
+    """Return the config's model_type, or raise naming the supported ones (edgekit.arch registry)."""
+    from edgekit.arch import family_of
+
+    return family_of(config, source).model_type
 
 
 def load_model(
@@ -171,7 +174,7 @@ def count_parameters(model: torch.nn.Module) -> int:
 class TinySpec:
     """Shape of a tiny test model. Defaults make every 2-D weight row a multiple of 256 (K-quants)."""
 
-    arch: str = "llama"  # llama | mistral | qwen2
+    arch: str = "llama"  # any model_type in the edgekit.arch registry
     vocab_size: int = 512
     hidden_size: int = 256
     intermediate_size: int = 512
@@ -185,12 +188,14 @@ class TinySpec:
 
 
 def tiny_config(spec: TinySpec) -> Any:
-    """A HF config of the requested family and shape."""
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+    """A HF config of the requested family and shape (the family's ``tiny`` keys applied)."""
+    from transformers import AutoConfig
 
-    classes = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
-    if spec.arch not in classes:
-        raise UnsupportedModelError(f"tiny arch {spec.arch!r}; choose one of {', '.join(classes)}")
+    from edgekit.arch import REGISTRY
+
+    if spec.arch not in REGISTRY:
+        raise UnsupportedModelError(f"tiny arch {spec.arch!r}; choose one of {', '.join(REGISTRY)}")
+    family = REGISTRY[spec.arch]
     kwargs: dict[str, Any] = dict(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
@@ -198,6 +203,7 @@ def tiny_config(spec: TinySpec) -> Any:
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads,
+        head_dim=spec.hidden_size // spec.num_heads,
         max_position_embeddings=spec.max_position_embeddings,
         tie_word_embeddings=spec.tie_word_embeddings,
         rope_theta=spec.rope_theta,
@@ -205,11 +211,16 @@ def tiny_config(spec: TinySpec) -> Any:
         eos_token_id=2,
         pad_token_id=0,
     )
-    if spec.arch == "mistral":
-        kwargs["sliding_window"] = None
-    if spec.arch == "qwen2":
-        kwargs["use_sliding_window"] = False
-    return classes[spec.arch](**kwargs)
+    kwargs.update(family.tiny)
+    if "query_pre_attn_scalar" in AutoConfig.for_model(spec.arch).to_dict():
+        kwargs["query_pre_attn_scalar"] = kwargs["head_dim"]
+    if family.swa_cache:  # alternate sliding / full so both kinds are exercised
+        kwargs["layer_types"] = [
+            "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(spec.num_layers)
+        ]
+    if kwargs.pop("rope_theta") != 10000.0:
+        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": spec.rope_theta}
+    return AutoConfig.for_model(spec.arch, **kwargs)
 
 
 def tiny_model(spec: TinySpec | None = None, **overrides: Any) -> PreTrainedModel:
@@ -226,9 +237,16 @@ def tiny_model(spec: TinySpec | None = None, **overrides: Any) -> PreTrainedMode
     config = tiny_config(spec)
     config.initializer_range = 0.08
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    if spec.arch == "qwen2":  # give q/k/v biases values, so exporters that drop them are caught
-        with torch.no_grad():
-            for layer in model.model.layers:
-                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                    proj.bias.normal_(0.0, 0.05)
+    _randomise_small_tensors(model)
     return model.eval()
+
+
+def _randomise_small_tensors(model) -> None:
+    """Give biases and norm weights random values (HF inits them to 0 / 1 / 0 for Gemma's 1+w), so
+    exporters that drop, misplace or mis-offset them are caught by parity tests."""
+    import torch
+
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn_like(param) * 0.05)

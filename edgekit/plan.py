@@ -1,9 +1,9 @@
 """Size, memory and speed of a model at each quantization level, from its config alone.
 
 No weights are loaded: parameters are counted from the config's shapes, file size is bits per weight
-× parameters, the KV cache is sized at the target's context length, and decode speed is a roofline
-*prediction*: each new token reads every weight and the whole KV cache once, so
-tokens/s ≈ memory bandwidth ÷ bytes read per token.
+× parameters, the KV cache is sized at the target's context length, and decode speed is a
+*prediction* by ``edgekit.predict``: each new token reads every weight and the whole KV cache once, at
+the fraction of the target's bandwidth its runtime was calibrated to reach on published runs.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgekit.arch import family_of
+from edgekit.arch import shapes as arch_shapes
+from edgekit.arch.shapes import KV_BYTES_PER_VALUE  # noqa: F401 - re-exported for callers
 from edgekit.formats import level as level_info
 from edgekit.targets import TargetProfile
 
@@ -20,7 +23,6 @@ def roofline_tokens_per_s(bandwidth_gbs: float, bytes_per_token: float) -> float
     return bandwidth_gbs * 1e9 / bytes_per_token
 
 
-KV_BYTES_PER_VALUE = 2  # llama.cpp and ORT keep the KV cache in f16 by default
 RUNTIME_OVERHEAD_BYTES = 64 * 2**20  # llama.cpp context, graph and scratch buffers (measured ~40-80 MiB)
 COMPUTE_BATCH = 512  # tokens per prefill batch: sizes the logits/activation buffers
 
@@ -36,33 +38,25 @@ class LevelPlan:
     total_bytes: int  # what the process needs
     budget_bytes: int
     fits: bool
-    decode_tokens_per_s: float  # roofline prediction unless ``basis`` says measured
+    decode_tokens_per_s: float  # calibrated prediction (edgekit.predict) unless ``basis`` says measured
     basis: str = "predicted"  # predicted | measured size (speed predicted from it) | measured
+    decode_low: float | None = None  # range of the prediction, tokens/s (equal to the figure when measured)
+    decode_high: float | None = None
+    speed_note: str = ""  # how the speed was obtained (calibration, or "measured on ...")
+    prefill_tokens_per_s: float | None = None  # prompt processing predicted from the target's compute
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _head_dim(c) -> int:
-    return getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-
-
 def count_params(config) -> int:
-    """Exact parameter count of a llama / mistral / qwen2 config (tied embeddings counted once)."""
-    c, hd = config, _head_dim(config)
-    q, kv = c.num_attention_heads * hd, c.num_key_value_heads * hd
-    attn = c.hidden_size * (q + 2 * kv) + q * c.hidden_size
-    if getattr(c, "model_type", "") == "qwen2":
-        attn += q + 2 * kv  # q/k/v biases
-    mlp = 3 * c.hidden_size * c.intermediate_size
-    layer = attn + mlp + 2 * c.hidden_size
-    embeddings = c.vocab_size * c.hidden_size * (1 if c.tie_word_embeddings else 2)
-    return c.num_hidden_layers * layer + embeddings + c.hidden_size
+    """Exact parameter count of a config of any registered family (tied embeddings counted once)."""
+    return arch_shapes.count_params(family_of(config), config)
 
 
 def kv_cache_bytes(config, context: int) -> int:
-    """K and V for every layer at ``context`` tokens: 2 × layers × kv_heads × head_dim × context × 2 bytes."""
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * _head_dim(config) * context * KV_BYTES_PER_VALUE
+    """KV-cache bytes at ``context`` tokens (f16; sliding layers hold their window where llama.cpp does)."""
+    return arch_shapes.kv_cache_bytes(family_of(config), config, context)
 
 
 def overhead_bytes(config) -> int:
@@ -80,8 +74,26 @@ def plan_level(config, target: TargetProfile, level: str, context: int | None = 
     extra = overhead_bytes(config)
     total = file_bytes + kv + extra
     budget = int(target.budget.memory_mb * 2**20)
-    speed = roofline_tokens_per_s(target.hardware.memory_bandwidth_gbs, file_bytes + kv)
-    return LevelPlan(q.name, q.format, params, file_bytes, kv, extra, total, budget, total <= budget, speed)
+    from edgekit import predict  # predict sizes with this module's arithmetic
+
+    speed = predict.decode(target, predict.weight_bytes_per_token(config, q.name), kv, q.format)
+    pre = predict.prefill(target, params)
+    return LevelPlan(
+        q.name,
+        q.format,
+        params,
+        file_bytes,
+        kv,
+        extra,
+        total,
+        budget,
+        total <= budget,
+        speed.tokens_per_s,
+        decode_low=speed.low,
+        decode_high=speed.high,
+        speed_note=speed.note,
+        prefill_tokens_per_s=pre.tokens_per_s if pre else None,
+    )
 
 
 def plan_levels(config, target: TargetProfile, context: int | None = None) -> list[LevelPlan]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from edgekit.arch import head_dim as arch_head_dim
+from edgekit.arch import keep_layers
+from edgekit.distill.student import uniform_layers
 from edgekit.plan import count_params
 
 WIDTH_MULTIPLE = 256  # llama.cpp K-quant super-block: rows must be a multiple of it
 SCALE_STEP = 0.98  # each try shrinks depth and width by 2%
-
-
-def _head_dim(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def _round_width(value: float) -> int:
@@ -28,18 +27,15 @@ def _round_width(value: float) -> int:
 def shaped_config(config, layers: int, hidden: int, intermediate: int) -> Any:
     """``config`` with a new depth and width; heads follow the width at the teacher's head size."""
     c = copy.deepcopy(config)
-    head_dim = _head_dim(config)
+    head_dim = arch_head_dim(config)
     heads = max(1, hidden // head_dim)
     group = max(1, config.num_attention_heads // config.num_key_value_heads)
     kv = max(1, heads // group)
     while heads % kv:  # the grouping must divide the heads
         kv -= 1
-    c.num_hidden_layers, c.hidden_size, c.intermediate_size = layers, hidden, intermediate
+    keep_layers(c, uniform_layers(config.num_hidden_layers, layers))  # per-layer lists follow the kept layers
+    c.hidden_size, c.intermediate_size = hidden, intermediate
     c.num_attention_heads, c.num_key_value_heads, c.head_dim = heads, kv, head_dim
-    if getattr(c, "layer_types", None):
-        c.layer_types = c.layer_types[:layers]
-    if hasattr(c, "max_window_layers"):
-        c.max_window_layers = min(c.max_window_layers, layers)
     return c
 
 
@@ -51,7 +47,7 @@ def shape_of(config) -> dict[str, int]:
         "intermediate": config.intermediate_size,
         "heads": config.num_attention_heads,
         "kv_heads": config.num_key_value_heads,
-        "head_dim": _head_dim(config),
+        "head_dim": arch_head_dim(config),
         "params": count_params(config),
     }
 

@@ -112,6 +112,30 @@ class BenchSettings(_Strict):
     warmup: Annotated[int, Field(ge=0)] = 1
 
 
+class SpeedCalibration(_Strict):
+    """How close real runtimes get to the device's peaks, fitted to published runs (edgekit.predict).
+
+    Decode efficiency = measured decode tokens/s × bytes read per token ÷ peak bandwidth; the range is
+    the lowest and highest of the calibration runs. Prefill is compute-bound: effective GFLOP/s at 2
+    FLOPs per weight per prompt token. ``source`` lists the runs (addresses); ``calibrated_on`` says
+    on which device class they were measured (bench/published_measurements.toml holds them all).
+    """
+
+    decode_efficiency: Annotated[float, Field(gt=0, le=1)]  # llama.cpp, central (median) fraction of peak
+    decode_efficiency_low: Annotated[float, Field(gt=0, le=1)]
+    decode_efficiency_high: Annotated[float, Field(gt=0, le=1)]
+    onnx_decode_efficiency: Annotated[float, Field(gt=0, le=1)] | None = None  # ONNX Runtime GenAI, where published
+    prefill_gflops: Positive | None = None  # llama.cpp prompt processing, effective GFLOP/s
+    calibrated_on: str  # device(s) and runtime of the runs the figures were fitted to
+    source: str  # addresses of the published runs
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpeedCalibration:
+        if not self.decode_efficiency_low <= self.decode_efficiency <= self.decode_efficiency_high:
+            raise ValueError("need decode_efficiency_low <= decode_efficiency <= decode_efficiency_high")
+        return self
+
+
 class TargetProfile(_Strict):
     name: str
     description: str = ""
@@ -121,6 +145,7 @@ class TargetProfile(_Strict):
     runtime: RuntimeSettings
     verify: VerifySettings = VerifySettings()
     bench: BenchSettings = BenchSettings()
+    calibration: SpeedCalibration | None = None  # None: speeds are the bare roofline, labelled as such
     source: str = Field(default="", exclude=True)  # the file it came from
 
     @model_validator(mode="after")

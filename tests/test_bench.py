@@ -103,27 +103,42 @@ def _result(quant: str, size_mib: float, kl: float, decode: float = 50.0, error:
 
 
 def test_recommendation_picks_the_most_faithful_level_that_fits_and_is_fast_enough():
-    target = load_target("raspberry-pi-5")  # 5000 MiB budget, 17 GB/s, at least 5 tokens/s
+    target = load_target("raspberry-pi-5")  # 5000 MiB budget, 17 GB/s at 58 % (calibrated), at least 5 tokens/s
     results = {
         "results": [
-            _result("Q4_K_M", 2000, 0.08),
-            _result("Q5_K_M", 2400, 0.03),
+            _result("Q4_K_M", 1000, 0.08),
+            _result("Q5_K_M", 1200, 0.03),
             _result("Q8_0", 4990, 0.005),  # fits the file but not with 100 MiB of runtime on top
             _result("F16", 1, 0.0, error="crashed"),
         ]
     }
     pick = recommend(results, target)
     assert pick["quant"] == "Q5_K_M" and pick["basis"] == "predicted"
-    assert "Q5_K_M" in pick["reason"] and "raspberry-pi-5" in pick["reason"]
+    assert "Q5_K_M" in pick["reason"] and "raspberry-pi-5" in pick["reason"] and "calibrated on" in pick["reason"]
+    assert pick["decode_low_tokens_per_s"] < pick["decode_tokens_per_s"] < pick["decode_high_tokens_per_s"]
 
-    # a speed floor that only the smallest file meets on 17 GB/s (17e9 / 2000 MiB ≈ 8.1 tokens/s)
-    fast = target.model_copy(update={"budget": target.budget.model_copy(update={"min_decode_tokens_per_s": 7.5})})
+    # a floor only the smallest file meets at 58 % of 17 GB/s (0.58 x 17e9 / 1200 MiB = 7.8 tokens/s)
+    fast = target.model_copy(update={"budget": target.budget.model_copy(update={"min_decode_tokens_per_s": 8.5})})
     assert recommend(results, fast)["quant"] == "Q4_K_M"
 
-    # measured on the device: its own decode speed decides, not the roofline
-    slow = {"results": [_result("Q4_K_M", 2000, 0.08, decode=3.0), _result("Q5_K_M", 2400, 0.03, decode=2.0)]}
+    # measured on the device: its own decode speed decides, not the prediction
+    slow = {"results": [_result("Q4_K_M", 1000, 0.08, decode=3.0), _result("Q5_K_M", 1200, 0.03, decode=2.0)]}
     assert recommend(slow, target, on_device=True)["artifact"] is None
     assert "no level fits" in recommend(slow, target, on_device=True)["reason"]
+
+
+def test_recommendation_flips_to_a_lower_level_when_the_calibrated_speed_falls_under_the_floor():
+    """The bare roofline would pass Q5_K_M; llama.cpp's calibrated 58 % of it does not, so Q4_K_M ships."""
+    target = load_target("raspberry-pi-5")
+    floor = target.budget.model_copy(update={"min_decode_tokens_per_s": 10.0})
+    calibrated = target.model_copy(update={"budget": floor})
+    bare = calibrated.model_copy(update={"calibration": None})
+    results = {"results": [_result("Q4_K_M", 900, 0.08), _result("Q5_K_M", 1100, 0.03)]}
+    # roofline: 17e9 / 1100 MiB = 14.7 tokens/s; calibrated: 0.58 x that = 8.5, under the floor of 10
+    assert recommend(results, bare)["quant"] == "Q5_K_M"
+    pick = recommend(results, calibrated)
+    assert pick["quant"] == "Q4_K_M"  # 0.58 x 17e9 / 900 MiB = 10.4 tokens/s
+    assert pick["decode_tokens_per_s"] == pytest.approx(0.58 * 17e9 / (900 * MiB))
 
 
 def _free_port() -> int:

@@ -98,7 +98,11 @@ def test_roofline_fraction_is_decode_speed_over_bandwidth_per_byte_read(suite_re
     roof = results["host"]["bandwidth_gbs"] * 1e9 / per_token
     assert r["roofline_fraction"] == pytest.approx(r["decode_tokens_per_s"]["median"] / roof)
     assert r["kv_bytes_measured"] > 0 and r["kv_bytes"] > r["kv_bytes_measured"]  # target context > bench context
-    assert r["predicted_decode_tokens_per_s"] == pytest.approx(17e9 / (r["weight_bytes_per_token"] + r["kv_bytes"]))
+    per_target_token = r["weight_bytes_per_token"] + r["kv_bytes"]
+    assert r["predicted_decode_tokens_per_s"] == pytest.approx(0.58 * 17e9 / per_target_token)  # calibrated
+    assert (r["predicted_decode_low"], r["predicted_decode_high"]) == pytest.approx(
+        (0.52 * 17e9 / per_target_token, 0.64 * 17e9 / per_target_token)
+    )
 
 
 def test_quality_is_measured_against_the_fp_student_and_the_teacher(suite_results):
@@ -130,7 +134,8 @@ def test_results_file_validates_against_the_versioned_schema(suite_results, tmp_
 def test_recommendation_reason_says_the_speed_was_predicted_when_not_on_the_device(suite_results):
     rec = suite_results[0]["recommendation"]
     assert rec["quant"] == "Q8_0" and rec["basis"] == "predicted"
-    assert "predicted from the roofline" in rec["reason"] and "raspberry-pi-5" in rec["reason"]
+    assert "predicted to decode" in rec["reason"] and "calibrated on" in rec["reason"]
+    assert "raspberry-pi-5" in rec["reason"]
     measured = recommend(suite_results[0], load_target("raspberry-pi-5"), on_device=True)
     assert measured["basis"] == "measured" and "measured on the device" in measured["reason"]
 

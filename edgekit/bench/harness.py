@@ -37,14 +37,23 @@ def host_info(gpu: bool = False) -> dict[str, Any]:
     return info
 
 
-def _kv_bytes(model_dir: str | Path | None, context: int) -> int:
-    """KV-cache bytes at ``context`` tokens for the model in ``model_dir`` (0 when not known)."""
-    if model_dir is None:
-        return 0
-    from edgekit.models import load_config
+def _kv_bytes(model_dir: str | Path | None, context: int, artifact: str | Path | None = None) -> int:
+    """KV-cache bytes at ``context`` tokens: from ``model_dir``'s config, else the artifact's own metadata.
+
+    The artifact (GGUF metadata, ONNX genai_config) states its layers, KV heads and head size, so a
+    bench without ``--model`` predicts the same speed as ``plan`` and the build (0 only when neither says).
+    """
     from edgekit.plan import kv_cache_bytes
 
-    return kv_cache_bytes(load_config(model_dir), context)
+    if model_dir is not None:
+        from edgekit.models import load_config
+
+        return kv_cache_bytes(load_config(model_dir), context)
+    if artifact is not None:
+        from edgekit.predict import kv_bytes_for_artifact
+
+        return kv_bytes_for_artifact(artifact, context) or 0
+    return 0
 
 
 def _decode_context(r: dict[str, Any]) -> int:
@@ -62,7 +71,7 @@ def _roofline(
     the GPU's when offloaded, or the target's nominal bandwidth for a run on the device over SSH.
     """
     weights = weight_bytes_per_token(r["artifact"])
-    kv_measured = _kv_bytes(model_dir, _decode_context(r))
+    kv_measured = _kv_bytes(model_dir, _decode_context(r), r["artifact"])
     if remote:
         bandwidth = host.get("remote_bandwidth_gbs")
     else:
@@ -75,10 +84,20 @@ def _roofline(
         else None
     )
     if target:
-        r["kv_bytes"] = _kv_bytes(model_dir, target.budget.context_length)
-        r["predicted_decode_tokens_per_s"] = roofline_tokens_per_s(
-            target.hardware.memory_bandwidth_gbs, weights + r["kv_bytes"]
-        )
+        add_target_prediction(r, target, _kv_bytes(model_dir, target.budget.context_length, r["artifact"]))
+
+
+def add_target_prediction(r: dict[str, Any], target: TargetProfile, kv_bytes: int) -> None:
+    """The calibrated decode (and prefill) prediction on ``target`` at its full context, into result ``r``."""
+    from edgekit import predict
+
+    r["kv_bytes"] = kv_bytes
+    speed = predict.decode(target, r["weight_bytes_per_token"], kv_bytes, predict.artifact_format(r["artifact"]))
+    r["predicted_decode_tokens_per_s"] = speed.tokens_per_s
+    r["predicted_decode_low"], r["predicted_decode_high"] = speed.low, speed.high
+    r["predicted_basis"], r["predicted_note"] = speed.basis, speed.note
+    pre = predict.prefill(target, r.get("parameters") or 0)
+    r["predicted_prefill_tokens_per_s"] = pre.tokens_per_s if pre else None
 
 
 def run_suite(

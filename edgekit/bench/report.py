@@ -14,21 +14,25 @@ from typing import Any
 
 from edgekit.bench.plots import level_bars, pareto_plot
 from edgekit.fileio import write_text_atomic
+from edgekit.predict import sig3
 
 MiB = 2**20
 Column = tuple[str, Callable[[dict[str, Any]], str]]  # header (with unit), cell text of one result
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None or value != value else format(value, spec)  # value != value: NaN
+    """``spec`` "3s" means three significant figures (edgekit.predict.sig3); else a format spec."""
+    if value is None or value != value:  # value != value: NaN
+        return "–"
+    return sig3(value) if spec == "3s" else format(value, spec)
 
 
-def _median(r: dict[str, Any], key: str, scale: float = 1.0, spec: str = ",.0f") -> str:
+def _median(r: dict[str, Any], key: str, scale: float = 1.0, spec: str = "3s") -> str:
     value = r[key]["median"]
     return _fmt(value * scale if value is not None else None, spec)
 
 
-def _spread(summary: dict[str, float], spec: str = ",.0f") -> str:
+def _spread(summary: dict[str, float], spec: str = "3s") -> str:
     return f"{_fmt(summary['median'], spec)} ({_fmt(summary['p10'], spec)}–{_fmt(summary['p90'], spec)})"
 
 
@@ -42,17 +46,15 @@ def speed_columns(results: dict[str, Any]) -> list[Column]:
     lengths = list(measured[0]["prefill_tokens_per_s"]) if measured else []
     columns: list[Column] = [
         ("level", lambda r: r["quant"]),
-        ("file (MiB)", lambda r: f"{r['file_size_bytes'] / MiB:,.2f}"),
-        ("peak RSS (MiB)", lambda r: f"{r['peak_rss_bytes'] / MiB:,.0f}"),
-        ("load (s)", lambda r: _median(r, "load_time_s", spec=",.3f")),
-        ("TTFT (ms)", lambda r: _median(r, "ttft_s", 1e3, ",.1f")),
+        ("file (MiB)", lambda r: sig3(r["file_size_bytes"] / MiB)),
+        ("peak RSS (MiB)", lambda r: sig3(r["peak_rss_bytes"] / MiB)),
+        ("load (s)", lambda r: _median(r, "load_time_s")),
+        ("TTFT (ms)", lambda r: _median(r, "ttft_s", 1e3)),
     ]
     for length in lengths:
-        columns.append(
-            (f"prefill {length} (tok/s)", lambda r, k=length: _fmt(r["prefill_tokens_per_s"][k]["median"], ",.0f"))
-        )
+        columns.append((f"pp{length} (tok/s)", lambda r, k=length: _fmt(r["prefill_tokens_per_s"][k]["median"], "3s")))
     columns += [
-        ("decode (tok/s, p10–p90)", lambda r: _spread(r["decode_tokens_per_s"])),
+        (f"{_tg(measured)} (tok/s, p10–p90)", lambda r: _spread(r["decode_tokens_per_s"])),
         ("roofline fraction", lambda r: _fmt(r.get("roofline_fraction"), ".0%")),
     ]
     if any(r.get("gpu_memory_bytes") is not None for r in measured):
@@ -60,21 +62,36 @@ def speed_columns(results: dict[str, Any]) -> list[Column]:
     if results.get("target"):
         columns.append(
             (
-                f"predicted on {results['target']} (tok/s)",
-                lambda r: _fmt(r.get("predicted_decode_tokens_per_s"), ",.1f"),
+                f"decode on {results['target']}, predicted (tok/s)",
+                _predicted_cell,
             )
         )
     return columns
 
 
+def _tg(measured: list[dict[str, Any]]) -> str:
+    """llama-bench's name for the decode test: tg128 for 128 requested new tokens."""
+    n = next((r.get("decode_tokens_requested") for r in measured if r.get("decode_tokens_requested")), None)
+    return f"tg{n}" if n else "decode"
+
+
+def _predicted_cell(r: dict[str, Any]) -> str:
+    mid, low, high = (
+        r.get(k) for k in ("predicted_decode_tokens_per_s", "predicted_decode_low", "predicted_decode_high")
+    )
+    if mid is None:
+        return "–"
+    return f"{sig3(mid)} ({sig3(low)}–{sig3(high)})" if low is not None and low != high else sig3(mid)
+
+
 QUALITY_COLUMNS: list[Column] = [
     ("level", lambda r: r["quant"]),
-    ("ppl", lambda r: _fmt((r.get("quality") or {}).get("ppl"), ".3f")),
-    ("KL vs fp (nats/tok)", lambda r: _compare(r, "vs_fp", "mean_kl", ".2e")),
-    ("top-1 vs fp", lambda r: _compare(r, "vs_fp", "top1", ".3f")),
+    ("ppl", lambda r: _fmt((r.get("quality") or {}).get("ppl"), "3s")),
+    ("KL vs fp (nats/tok)", lambda r: _compare(r, "vs_fp", "mean_kl", ".3g")),
+    ("top-1 vs fp", lambda r: _compare(r, "vs_fp", "top1", "3s")),
     ("ppl change vs fp", lambda r: _compare(r, "vs_fp", "ppl_change", "+.2%")),
-    ("KL vs teacher (nats/tok)", lambda r: _compare(r, "vs_teacher", "mean_kl", ".2e")),
-    ("top-1 vs teacher", lambda r: _compare(r, "vs_teacher", "top1", ".3f")),
+    ("KL vs teacher (nats/tok)", lambda r: _compare(r, "vs_teacher", "mean_kl", ".3g")),
+    ("top-1 vs teacher", lambda r: _compare(r, "vs_teacher", "top1", "3s")),
 ]
 
 
@@ -119,8 +136,10 @@ NOTE = (
     "Medians over every kept run (the suite's rounds of fresh processes × its repeats; warm-up runs are "
     "discarded); p10–p90 is the spread between runs. Peak RSS is sampled in an isolated child process. "
     "Roofline: measured decode speed as a fraction of host bandwidth ÷ bytes read per token. Predicted on "
-    "the target: the target's bandwidth ÷ bytes read per token at its full context (an upper bound, not a "
-    "measurement). KL in nats per token on held-out text; vs fp = against the unquantized model, vs teacher "
+    "the target: the fraction of the target's bandwidth llama.cpp reaches there (calibrated on published runs, "
+    "the profile's [calibration]) ÷ bytes read per token at its full context, with its range; a prediction, "
+    "not a measurement. pp and tg columns are llama-bench's tests (prompt and generation tokens/s). "
+    "KL in nats per token on held-out text; vs fp = against the unquantized model, vs teacher "
     "= against the model it was distilled from."
 )
 

@@ -78,7 +78,12 @@ class Measurement(_Strict):
     kv_bytes_measured: int
     roofline_fraction: float | None
     kv_bytes: int | None = None  # at the target's context length
-    predicted_decode_tokens_per_s: float | None = None
+    predicted_decode_tokens_per_s: float | None = None  # calibrated, on the target at its full context
+    predicted_decode_low: float | None = None  # range of that prediction (edgekit.predict)
+    predicted_decode_high: float | None = None
+    predicted_basis: str | None = None  # "calibrated" or "roofline" (profile without [calibration])
+    predicted_note: str | None = None  # how it was calibrated
+    predicted_prefill_tokens_per_s: float | None = None  # from the target's effective compute
     quality: Quality
     fits: bool
     fit_note: str | None = None
@@ -114,6 +119,9 @@ class Recommendation(_Strict):
     basis: Literal["measured", "predicted"]
     reason: str
     decode_tokens_per_s: float | None = None
+    decode_low_tokens_per_s: float | None = None  # range of a prediction (equal when measured)
+    decode_high_tokens_per_s: float | None = None
+    speed_note: str | None = None  # how the speed was obtained
     memory_bytes: int | None = None
 
 

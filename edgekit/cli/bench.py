@@ -135,17 +135,23 @@ def _summary(results: dict) -> None:
 
     from edgekit.bench.report import QUALITY_COLUMNS, speed_columns
 
-    speed = {h: c for h, c in speed_columns(results)}
+    columns = speed_columns(results)
+    speed = {h: c for h, c in columns}
+    decode = next(h for h, _ in columns if "p10–p90" in h)  # "tg128 (tok/s, p10–p90)"
+    predicted = next((h for h, _ in columns if h.endswith("predicted (tok/s)")), None)
     kl = dict(QUALITY_COLUMNS)["KL vs fp (nats/tok)"]
     table = Table("level")
-    for header in ("file MiB", "peak RSS MiB", "decode tok/s (p10–p90)", "KL vs fp", "roofline"):
+    headers = ["file MiB", "peak RSS MiB", f"host {decode}", "KL vs fp", "roofline"] + (
+        [predicted] if predicted else []
+    )
+    for header in headers:
         table.add_column(header, justify="right")
     for r in results["results"]:
         if r.get("error"):
             table.add_row(r.get("quant") or Path(r["artifact"]).name, f"[red]{r['error']}[/]")
             continue
-        cells = [speed[h](r) for h in ("level", "file (MiB)", "peak RSS (MiB)", "decode (tok/s, p10–p90)")]
-        table.add_row(*cells, kl(r), speed["roofline fraction"](r))
+        cells = [speed[h](r) for h in ("level", "file (MiB)", "peak RSS (MiB)", decode)]
+        table.add_row(*cells, kl(r), speed["roofline fraction"](r), *([speed[predicted](r)] if predicted else []))
     console.print(table)
     rec = results.get("recommendation")
     if rec:

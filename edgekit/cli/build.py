@@ -105,36 +105,39 @@ def inspect(
         f"[bold]{escape(str(bundle))}[/]  target {escape(str(manifest.get('target', '?')))}  "
         f"teacher {escape(str(teacher.get('source', '?')))}  student {student.get('parameters', 0):,} parameters"
     )
-    table = Table(title="artifacts (★ recommended; paths in manifest.json)")
-    table.add_column("level", no_wrap=True)
-    for col in ("size (MiB)", "mean KL", "top-1", "verified", "decode tok/s", "peak RSS (MiB)"):
-        table.add_column(col, justify="right")
-    rec = manifest["recommended"]
-    for a in manifest.get("artifacts", []):
-        v, b = a.get("verification") or {}, a.get("bench") or {}
-        star = " ★" if a["path"] == rec["artifact"] else ""
-        table.add_row(
-            escape(f"{a.get('format', '?')} {a.get('quant', '?')}{star}"),
-            f"{a.get('file_size_bytes', 0) / 2**20:.2f}",
-            _number(v.get("mean_kl"), "{:.2e}"),
-            _number(v.get("top1"), "{:.3f}"),
-            "[green]yes[/]" if v.get("passed") else "[red]no[/]",
-            _number(b.get("decode_tokens_per_s"), "{:,.0f}"),
-            _number(b.get("peak_rss_bytes"), "{:,.0f}", scale=2**-20),
-        )
+    from edgekit.errors import InputError
+    from edgekit.pipeline.summary import STAGE_HEADERS, artifact_rows, ship, stage_rows
+
+    try:  # the schema checks what every reader needs; the report's tables read more (lineage, predictions)
+        headers, rows = artifact_rows(manifest)  # the report's own table and formatting: the same numbers
+        rec, shipped = manifest["recommended"], ship(manifest, str(bundle))
+        lineage = stage_rows(manifest)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise InputError(
+            Path(bundle) / "manifest.json", f"bundle manifest lacks what inspect shows ({exc!r})"
+        ) from None
+    target = escape(str(manifest.get("target", "?")))
+    table = Table(title=f"artifacts (★ recommended; target = {target}, predicted unless measured there)")
+    for i, col in enumerate(headers):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*(escape(str(cell)) for cell in row))
     console.print(table)
     console.print(
         "[bold]recommended[/] "
-        + escape(f"{rec['artifact']} ({rec.get('quant', '?')}, {rec.get('basis', '')}): {rec.get('reason', '')}"),
-        markup=True,
+        + escape(f"{rec['artifact']} ({rec.get('quant', '?')}, {rec.get('basis', '')}): {rec.get('reason', '')}")
     )
-    stages = escape(", ".join(f"{s['name']} {s.get('seconds', 0):.0f} s" for s in manifest.get("stages", [])))
-    console.print(f"[dim]stages: {stages}; {len(manifest['files'])} files with sha256 in manifest.json[/]")
-
-
-def _number(value: float | None, fmt: str, scale: float = 1.0) -> str:
-    """A measurement for the table, or a dash where the bundle has none (no bench was run)."""
-    return "-" if value is None else fmt.format(value * scale)
+    if shipped["sha256"]:
+        console.print(f"sha256 {shipped['sha256']}", highlight=False, soft_wrap=True, markup=False)
+    pipeline = Table(title="pipeline (held-out perplexity; KL and top-1 against the teacher)")
+    for i, col in enumerate(STAGE_HEADERS):
+        pipeline.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in lineage:
+        pipeline.add_row(*(escape(str(cell)) for cell in row))
+    console.print(pipeline)
+    console.print(
+        f"[dim]{len(manifest['files'])} files with sha256 in manifest.json; report.html tells the whole story[/]"
+    )
 
 
 def register(app: typer.Typer) -> None:

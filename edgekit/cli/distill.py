@@ -60,6 +60,24 @@ def distill(
         0, "--eval-every", help="Held-out KL/ppl/top-1 every N steps into OUT/run/monitor.jsonl (0: at the end)."
     ),
     fused: bool = typer.Option(False, "--fused", help="Fused chunked loss: full logits never exist (long contexts)."),
+    via: str = typer.Option(
+        None,
+        "--via",
+        help="Progressive: intermediate sizes as fractions of the teacher's layers (xFFN), e.g. 0.5,0.25.",
+    ),
+    add_teacher: list[str] = typer.Option(
+        None,
+        "--add-teacher",
+        help="Another teacher with the same tokenizer (repeatable): the student learns their mix.",
+    ),
+    teacher_weights: str = typer.Option(
+        None,
+        "--teacher-weights",
+        help="Weights of the teachers, in order (first = TEACHER), e.g. 0.7,0.3. Default: equal.",
+    ),
+    teacher_weighting: str = typer.Option(
+        "fixed", "--teacher-weighting", help="fixed, or confidence (per token, by each teacher's top-1 probability)."
+    ),
     resume: bool = opt.resume_option("From OUT/run/latest; ends with identical weights."),
     device: str = opt.device_option("auto", "bf16 autocast on CUDA."),
     seed: int = opt.seed_option(0, "Data order, sampling and the derived student."),
@@ -82,6 +100,10 @@ def distill(
       edgekit distill ./teacher --student ./other-tokenizer --seq-kd   (different vocabularies)
 
       torchrun --nproc-per-node 2 -m edgekit distill demo --batch-size 8   (DDP, gloo on CPU)
+
+      edgekit distill ./teacher --via 0.5,0.25 --student-layers 2    (progressive: teacher → 1/2 → 1/4 → 2 layers)
+
+      edgekit distill ./teacher-a --add-teacher ./teacher-b --teacher-weights 0.6,0.4   (multi-teacher)
 
     Writes OUT/model (the student), OUT/run (checkpoints, monitor.jsonl) and OUT/distill.json.
     """
@@ -109,6 +131,16 @@ def distill(
         problems.append(Problem("--kd-temperature", "", f"{temperature} must be > 0"))
     if topk_cache is not None and (seq_kd or on_policy > 0 or align != "none" or align_attention > 0):
         problems.append(Problem("--topk-cache", "", "trains without the teacher; drop --seq-kd/--on-policy/--align*"))
+    weights = _weights(teacher_weights, 1 + len(add_teacher or []), problems)
+    if teacher_weighting not in ("fixed", "confidence"):
+        problems.append(Problem("--teacher-weighting", "", f"{teacher_weighting!r} is not one of fixed, confidence"))
+    if via is not None:
+        from edgekit.distill.progressive import parse_via
+
+        try:
+            parse_via(via)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     config = DistillConfig(
@@ -117,13 +149,31 @@ def distill(
         cache_tail=cache_tail, align_attention=align_attention, on_policy=on_policy, eval_every=eval_every,
         checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
     )  # fmt: skip
-    with using([teacher], opt.load_options(revision, cache_dir, trust_remote_code, dtype)):
+    with using([teacher, *(add_teacher or [])], opt.load_options(revision, cache_dir, trust_remote_code, dtype)):
         summary = run_job(
             teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,
             topk_cache=topk_cache, topk=topk, seq_kd=seq_kd, seq_kd_prompts=seq_kd_prompts,
-            seq_kd_tokens=seq_kd_tokens, resume=resume, progress=not quiet,
+            seq_kd_tokens=seq_kd_tokens, resume=resume, progress=not quiet, via=via, add_teachers=add_teacher or None,
+            teacher_weights=weights, teacher_weighting=teacher_weighting,
         )  # fmt: skip
     _print_summary(summary, out)
+
+
+def _weights(text: str | None, teachers: int, problems: list) -> list[float] | None:
+    """``--teacher-weights 0.7,0.3`` -> [0.7, 0.3]; a problem is noted when it does not fit the teachers."""
+    from edgekit.errors import Problem
+
+    if text is None:
+        return None
+    try:
+        weights = [float(x) for x in text.split(",")]
+    except ValueError:
+        problems.append(Problem("--teacher-weights", "", f"{text!r}: expected numbers separated by commas"))
+        return None
+    if len(weights) != teachers or any(w < 0 for w in weights) or sum(weights) <= 0:
+        problems.append(Problem("--teacher-weights", "", f"{text!r}: need {teachers} weights >= 0 with a positive sum"))
+        return None
+    return weights
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -139,6 +189,10 @@ def _print_summary(summary: dict, out: Path) -> None:
         ("teacher perplexity", heldout.get("ppl_teacher")),
         ("cache bytes/token", summary.get("cache_bytes_per_token")),
     ]
+    if "stages" in summary:  # progressive: the first rows compare with the last stage's teacher
+        for stage in summary["stages"]:
+            kl = stage["heldout"].get("kl_to_original", stage["heldout"].get("kl"))
+            rows.append((f"stage {stage['stage']} ({stage['shape']['layers']} layers): KL to the original", kl))
     for name, value in rows:
         if value is not None:
             table.add_row(name, f"{value:.4g}")

@@ -34,6 +34,14 @@ def export(
         "--tensor-type",
         help="GGUF per-tensor type override PATTERN=TYPE (regex on GGUF tensor names), e.g. '^output\\.weight$=Q8_0'. Repeatable.",
     ),
+    allocate: str = typer.Option(
+        "auto",
+        "--allocate",
+        help="GGUF tensor types: auto/measure/fisher (chosen per tensor from measured sensitivity, within each level's size) or none (llama.cpp's own mix).",
+    ),
+    bpw: str = typer.Option(
+        None, "--bpw", help="GGUF: also one file per bits-per-weight target, e.g. 3.5,4,4.5,5 (sensitivity-allocated)."
+    ),
     block_size: int = typer.Option(32, "--block-size", help="ONNX int4: weights per scale (power of two >= 16)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify every file against PyTorch after export."),
     revision: str = opt.revision_option(),
@@ -58,13 +66,15 @@ def export(
     with using([model], load):
         ref = resolve_teacher(model, trust_remote_code)
     with using([model, ref.path], load):
-        _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify)
+        _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify, allocate, bpw)
 
 
-def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify) -> None:
+def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, block_size, verify, allocate, bpw) -> None:
     model = Path(ref.path)
+    targets = _bits_per_weight(bpw) if bpw else []
+    _check_allocate(allocate, targets, fmt)
     levels = _split(quant) if quant else (profile.ladder(fmt) if profile else [])
-    levels = levels or (["F16"] if fmt == "gguf" else ["fp32"])
+    levels = levels or ([] if targets else ["F16"] if fmt == "gguf" else ["fp32"])
     if fmt == "gguf":
         from edgekit.export.gguf import export_gguf
 
@@ -80,7 +90,12 @@ def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, bloc
             calibration_ids=calib,
             calibration_source=str(calibration) if calibration else None,
             type_overrides=overrides,
+            allocate=None if allocate == "none" else allocate,
+            bpw=targets,
         )
+        from edgekit.export.sidecar import read_sidecar
+
+        levels = levels + [read_sidecar(p)["quantization"] for p in paths[len(levels) :]]  # their gates
     else:
         from edgekit.export.onnx import export_onnx
 
@@ -90,6 +105,29 @@ def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, bloc
     if verify:
         tokens = profile.verify.heldout_tokens if profile else 1024
         _verify_all(paths, model, profile, levels, tokens)
+
+
+def _bits_per_weight(text: str) -> list[float]:
+    """--bpw 3.5,4,4.5 -> [3.5, 4.0, 4.5]; each between 2 and 16."""
+    try:
+        values = [float(v) for v in _split(text)]
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers like 3.5,4,4.5, got {text!r}", param_hint="--bpw") from None
+    bad = [v for v in values if not 2.0 <= v <= 16.0]
+    if bad or not values:
+        raise typer.BadParameter("bits per weight must lie between 2 and 16", param_hint="--bpw")
+    return values
+
+
+def _check_allocate(allocate: str, targets: list[float], fmt: str) -> None:
+    from edgekit.export.mix import ALLOCATE_METHODS
+
+    if allocate not in (*ALLOCATE_METHODS, "none"):
+        raise typer.BadParameter(f"{allocate!r}; use {', '.join(ALLOCATE_METHODS)} or none", param_hint="--allocate")
+    if targets and (fmt != "gguf" or allocate == "none"):
+        raise typer.BadParameter(
+            "needs --format gguf and a sensitivity allocation (not --allocate none)", param_hint="--bpw"
+        )
 
 
 def _overrides(pairs: list[str], profile) -> dict[str, str]:
@@ -115,16 +153,21 @@ def _calibration_rows(model: Path, calibration: Path):
 
 
 def _verify_all(paths, reference: Path, profile, levels: list[str], tokens: int) -> None:
-    from edgekit.errors import VerificationError
-    from edgekit.export.verify import verify_artifact
+    from edgekit.errors import NativeCrash, VerificationError
+    from edgekit.export.verify import reject_artifact, verify_artifact
 
     table = Table(title="verification against PyTorch fp32")
     for col in ("artifact", "level", "mean KL", "top-1", "ppl change", "tokenizer", "result"):
         table.add_column(col)
-    failed = []
+    failed, crashed = [], []
     for path, level in zip(paths, levels, strict=True):
         threshold = profile.verify.threshold(level) if profile else None
-        r = verify_artifact(path, reference, level=level, threshold=threshold, max_tokens=tokens)
+        try:
+            r = verify_artifact(path, reference, level=level, threshold=threshold, max_tokens=tokens)
+        except NativeCrash as exc:  # the runtime died on the file (in a child process): a failure
+            crashed.append(f"{exc}; moved to {reject_artifact(path)}")
+            table.add_row(Path(path).name, level, "-", "-", "-", "-", "[red]CRASH[/]")
+            continue
         table.add_row(
             Path(path).name,
             level,
@@ -137,10 +180,10 @@ def _verify_all(paths, reference: Path, profile, levels: list[str], tokens: int)
         if not r.passed:
             failed.append(r)
     console.print(table)
-    if failed:
+    if failed or crashed:  # nothing that failed stays under its final name
+        moved = [f"{r.artifact} failed; moved to {reject_artifact(r.artifact)}\n{r.table()}" for r in failed]
         raise VerificationError(
-            f"{len(failed)} of {len(paths)} files failed verification",
-            "\n\n".join(f"{r.artifact}\n{r.table()}" for r in failed),
+            f"{len(failed) + len(crashed)} of {len(paths)} files failed verification", "\n\n".join(crashed + moved)
         )
 
 

@@ -83,7 +83,7 @@ def plan(
 ) -> None:
     """Per quantization level: file size, KV cache, fit in the memory budget, and predicted decode speed; then the cheapest path (quantize, prune + recover, or distill) that meets the budget, with a cost estimate.
 
-    Speeds are roofline predictions (memory bandwidth ÷ bytes read per token) unless --measurements holds on-device figures. No weights are loaded.
+    Speeds are predictions calibrated on published runs of the device class (the fraction of memory bandwidth the runtime reaches ÷ bytes read per token; the profile's [calibration]), shown with their range, unless --measurements holds on-device figures. No weights are loaded.
     """
     from edgekit.advisor import CostSettings, advise
     from edgekit.targets import load_target
@@ -151,25 +151,24 @@ def _size(n: float) -> str:
 
 
 def _print(profile, model: str, advice, context: int) -> None:
-    from edgekit.advisor import meets
+    from edgekit.advisor import level_speed_text, meets
 
     b = profile.budget
     params = advice.levels[0].params if advice.levels else 0
     measured = advice.basis == "measured"
-    bases = {lv.basis for lv in advice.levels}
-    if "measured" in bases:
-        speed_note = "tokens/s measured on the device where basis says measured, else a roofline prediction"
-    elif measured:
-        speed_note = "tokens/s is a roofline prediction (from the measured size where basis says so)"
-    else:
-        speed_note = "tokens/s is a roofline prediction"
+    notes = {lv.format: lv.speed_note for lv in advice.levels if lv.basis != "measured"}
+    speed_note = "tokens/s: central figure (range)"
+    for fmt, note in notes.items():  # GGUF (llama.cpp) and ONNX (ONNX Runtime GenAI) can be calibrated apart
+        speed_note += f"; {fmt + ' ' if len(notes) > 1 else ''}predicted: {note}"
+    if any(lv.basis == "measured" for lv in advice.levels):
+        speed_note += "; measured on the device where basis says measured"
     table = Table(
         title=f"{model} ({params / 1e6:,.1f}M parameters) on {profile.name}",
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,
     )
-    columns = ["level", "file MiB", "KV MiB", "total MiB", "fits", "tokens/s", "meets"] + (
+    columns = ["level", "file MiB", "KV MiB", "total MiB", "fits", "decode tokens/s", "meets"] + (
         ["basis"] if measured else []
     )
     for col in columns:
@@ -181,7 +180,7 @@ def _print(profile, model: str, advice, context: int) -> None:
             _mib(lv.kv_bytes),
             _mib(lv.total_bytes),
             "yes" if lv.fits else "[red]no[/]",
-            f"{lv.decode_tokens_per_s:,.1f}",
+            level_speed_text(lv),
             "[green]yes[/]" if meets(lv, profile) else "[red]no[/]",
         ]
         table.add_row(*row, *([lv.basis] if measured else []))

@@ -1,5 +1,7 @@
 """Trainer checkpoints without pickle: weights, optimizer and RNG tensors in safetensors, scalars in JSON.
 
+Tied weights (embeddings shared with the output layer) are stored once and re-tied on load.
+
 Restoring them exactly (same float bits) is what lets an interrupted run end with the same weights
 as an uninterrupted one.
 """
@@ -21,7 +23,8 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, history: list[dic
     """Write ``folder/latest`` atomically: model.safetensors, optimizer.safetensors, state.json."""
     with atomic_path(folder / LATEST) as tmp:
         tmp.mkdir()
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        weights, tied = split_tied(model.state_dict())
+        save_file(weights, tmp / "model.safetensors")
         tensors, scalars = {}, {}
         params = [p for group in optimizer.param_groups for p in group["params"]]
         for i, p in enumerate(params):
@@ -32,7 +35,8 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, history: list[dic
                     scalars[f"{i}.{key}"] = value
         save_file(tensors or {"_empty": torch.zeros(1)}, tmp / "optimizer.safetensors")
         save_file(_rng_state(), tmp / "rng.safetensors")
-        write_json_atomic(tmp / "state.json", {"step": step, "scalars": scalars, "history": history})
+        state = {"step": step, "scalars": scalars, "history": history, "tied": tied}
+        write_json_atomic(tmp / "state.json", state)
 
 
 def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, list[dict]] | None:
@@ -42,7 +46,11 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, list[dict]] | 
         return None
     state = check_checkpoint(ckpt, model, optimizer)  # truncated, edited or foreign: one line, not a traceback
     device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in load_file(ckpt / "model.safetensors").items()})
+    weights = {k: v.to(device) for k, v in load_file(ckpt / "model.safetensors").items()}
+    weights.update({alias: weights[owner] for alias, owner in state.get("tied", {}).items()})
+    model.load_state_dict(weights)
+    if state.get("tied") and hasattr(model, "tie_weights"):
+        model.tie_weights()  # the stored tensor is one; keep the parameters one as well
     tensors = load_file(ckpt / "optimizer.safetensors")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, p in enumerate(params):
@@ -57,6 +65,22 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, list[dict]] | 
     if (ckpt / "rng.safetensors").is_file():
         _set_rng_state(load_file(ckpt / "rng.safetensors"))
     return int(state["step"]), list(state["history"])
+
+
+def split_tied(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors to store, {alias: stored name}): tensors sharing memory (tied embeddings) are stored
+    once, because safetensors refuses shared tensors, and the alias is restored on load."""
+    weights: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    owners: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in owners:
+            tied[name] = owners[key]
+            continue
+        owners[key] = name
+        weights[name] = tensor.detach().contiguous().cpu()
+    return weights, tied
 
 
 def _rng_state() -> dict[str, torch.Tensor]:

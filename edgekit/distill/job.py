@@ -107,17 +107,40 @@ def run_job(
     seq_kd_tokens: int = 64,
     resume: bool = False,
     progress: bool = True,
+    via: str | None = None,
+    add_teachers: list[str] | None = None,
+    teacher_weights: list[float] | None = None,
+    teacher_weighting: str = "fixed",
 ) -> dict[str, Any]:
-    """Distill ``teacher`` into a student under ``out``; returns (and writes) the summary."""
+    """Distill ``teacher`` into a student under ``out``; returns (and writes) the summary.
+
+    ``via`` ("0.5,0.25"): progressive distillation through intermediate students (see
+    ``progressive``); ``add_teachers``: more teachers with the same tokenizer, mixed with
+    ``teacher_weights`` (``fixed`` or per-token ``confidence``; see ``multi``).
+    """
     from edgekit.models import load_model, load_tokenizer, save_model
 
+    _check_combination(via, add_teachers, student, seq_kd, topk_cache)
     teacher_path = resolve_teacher_path(teacher, progress)
     t_model, t_tok = load_model(teacher_path), load_tokenizer(teacher_path)
-    s_model, s_tok = load_student(t_model, t_tok, student, layers, seq_kd, config.seed)
     train, heldout, train_docs = corpus(t_tok, data, config.seq_len, max_rows, heldout_rows)
+    if via:
+        return _run_progressive(t_model, t_tok, teacher, out, config, via, layers, train, heldout, resume, progress)
+    s_model, s_tok = load_student(t_model, t_tok, student, layers, seq_kd, config.seed)
     summary: dict[str, Any] = {"teacher": teacher, "config": asdict(config)}
     run_teacher, cache, prompt_lengths = t_model, None, None
-    if seq_kd:
+    if add_teachers:
+        from edgekit.distill.multi import load_ensemble
+
+        run_teacher, cache = load_ensemble(
+            t_model, t_tok, teacher, add_teachers, teacher_weights, teacher_weighting, train, topk_cache, topk, progress
+        )
+        summary.update(add_teachers=add_teachers, teacher_weights=run_teacher.weights, weighting=teacher_weighting)
+        if cache is not None:
+            summary["cache_bytes_per_token"] = cache.bytes_per_token
+        t_model = run_teacher  # the monitor compares the student with the mixture (at T = 1)
+        run_teacher = None if cache is not None else run_teacher
+    elif seq_kd:
         train, prompt_lengths = seq_kd_rows(
             t_model, t_tok, s_tok, train_docs, out / "seqkd.jsonl", config.seq_len, seq_kd_prompts, seq_kd_tokens
         )
@@ -131,7 +154,6 @@ def run_job(
         cache = build_topk_cache(t_model, train, topk_cache, k=topk, progress=progress)
         summary["cache_bytes_per_token"] = cache.bytes_per_token
         run_teacher = None
-    from edgekit.distill.monitor import model_logits
     from edgekit.distill.report import plot_monitor
 
     result = distill(
@@ -145,7 +167,7 @@ def run_job(
         topk_cache=cache,
         prompt_lengths=prompt_lengths,
         heldout_ids=heldout,
-        heldout_teacher_logits=model_logits(t_model, heldout) if heldout is not None else None,
+        heldout_teacher_logits=_heldout_logits(t_model, heldout),
     )
     if heldout is not None:
         summary["heldout"] = result.final
@@ -156,5 +178,54 @@ def run_job(
     summary["config"] = asdict(config)  # as trained (sequence-level KD forces α = 1)
     summary["steps"] = len(result.history)
     summary["final_loss"] = result.history[-1]["loss"] if result.history else None
+    write_json_atomic(out / "distill.json", summary)
+    return summary
+
+
+def _heldout_logits(teacher, heldout):
+    """The monitor's teacher logits [rows*seq, vocab]: a teacher ensemble's mixture at T = 1."""
+    from edgekit.distill.monitor import model_logits
+    from edgekit.distill.multi import TeacherEnsemble
+
+    if heldout is None:
+        return None
+    return model_logits(teacher.at(1.0) if isinstance(teacher, TeacherEnsemble) else teacher, heldout)
+
+
+def _check_combination(via, add_teachers, student, seq_kd, topk_cache) -> None:
+    """Refuse, all at once, options that progressive or multi-teacher runs cannot combine with."""
+    from edgekit.errors import ConfigError, Problem
+
+    problems = []
+    if via and (student or seq_kd or topk_cache or add_teachers):
+        problems.append(Problem("--via", "", "derives each stage's student itself, from one teacher, without a "
+                                "cache: drop --student/--seq-kd/--topk-cache/--add-teacher"))  # fmt: skip
+    if add_teachers and seq_kd:
+        problems.append(Problem("--add-teacher", "", "sequence-level KD uses one teacher's text; drop --seq-kd"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _run_progressive(t_model, t_tok, teacher, out, config, via, layers, train, heldout, resume, progress):
+    """teacher → intermediate students → final student (``via``), each stage resumable; writes the summary."""
+    from edgekit.distill.progressive import Stage, parse_via, plan_stages, progressive_distill
+    from edgekit.models import save_model
+
+    final_layers = layers or max(1, t_model.config.num_hidden_layers // 2)
+    stages = plan_stages(t_model.config.num_hidden_layers, parse_via(via), Stage(final_layers))
+    result = progressive_distill(
+        t_model, stages, train, config, heldout_ids=heldout, workdir=out / "run", resume=resume, progress=progress
+    )
+    save_model(result.student, t_tok, out / "model")
+    last = result.stages[-1]
+    summary: dict[str, Any] = {
+        "teacher": teacher,
+        "config": asdict(config),
+        "via": via,
+        "stages": [{"stage": s["stage"], "shape": s["shape"], "heldout": s["final"]} for s in result.stages],
+        "heldout": last["final"],
+        "steps": len(last["history"]) * len(stages),
+        "final_loss": last["history"][-1]["loss"] if last["history"] else None,
+    }
     write_json_atomic(out / "distill.json", summary)
     return summary

@@ -21,8 +21,15 @@ def model_logits(model, rows: torch.Tensor, batch: int = 4) -> np.ndarray:
     return torch.cat(out).reshape(-1, out[0].shape[-1]).numpy()
 
 
-def evaluate(teacher_logits: np.ndarray | None, student, heldout: torch.Tensor) -> dict[str, float]:
-    """Held-out metrics of ``student``; teacher comparisons when ``teacher_logits`` [rows*seq, vocab] given."""
+def evaluate(
+    teacher_logits: np.ndarray | None, student, heldout: torch.Tensor, reference_logits: np.ndarray | None = None
+) -> dict[str, float]:
+    """Held-out metrics of ``student``; teacher comparisons when ``teacher_logits`` [rows*seq, vocab] given.
+
+    ``reference_logits`` (same shape): a second teacher to compare with, the original one when
+    ``teacher_logits`` are an intermediate student's (progressive distillation): adds
+    ``kl_to_original`` and ``top1_to_original``.
+    """
     s = model_logits(student, heldout)
     # predict token t+1 from position t: drop the last position of each row
     seq = heldout.shape[1]
@@ -39,6 +46,11 @@ def evaluate(teacher_logits: np.ndarray | None, student, heldout: torch.Tensor) 
             kl_rare=float(kl[rare].mean()),
             top1=top1_agreement(t, s[keep]),
             ppl_teacher=perplexity(t, targets),
+        )
+    if reference_logits is not None:
+        ref = reference_logits[keep]
+        result.update(
+            kl_to_original=float(kl_per_token(ref, s[keep]).mean()), top1_to_original=top1_agreement(ref, s[keep])
         )
     return result
 

@@ -55,10 +55,12 @@ def batch_loss(batch: Batch, student, teacher, aligner, cache, config: Any) -> t
 def _cache_loss(batch: Batch, student, cache, alpha: float, config: Any) -> torch.Tensor:
     """KD against the cached top-K teacher distribution (the teacher itself is never loaded)."""
     s_logits = student(input_ids=batch.rows).logits.reshape(batch.labels.numel(), -1)
-    target = cache.batch(batch.idx.cpu())
     device = s_logits.device
     loss = alpha * hard_ce(s_logits, batch.labels) if alpha > 0 else s_logits.sum() * 0.0
-    if alpha < 1:
+    if alpha < 1 and hasattr(cache, "kd_loss"):  # several teachers' caches (multi.TeacherCaches)
+        loss = loss + (1 - alpha) * cache.kd_loss(s_logits, batch.idx, batch.labels)
+    elif alpha < 1:
+        target = cache.batch(batch.idx.cpu())
         k = target["ids"].shape[-1]
         loss = loss + (1 - alpha) * topk_kl(
             s_logits,

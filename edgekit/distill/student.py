@@ -6,8 +6,6 @@ teacher than random initialisation, so a short distillation recovers most of the
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 
@@ -45,42 +43,64 @@ def derive_student(
 ):
     """A model of the teacher's family with the given (smaller) shape.
 
-    ``init="teacher"`` copies the kept layers' weights (sliced to the new widths); ``"random"``
-    initialises from scratch (the baseline distillation must beat).
+    ``init="teacher"`` keeps evenly spread teacher layers and the first channels, heads and KV
+    groups, through the same family-spec surgery pruning uses (so every family, fused projections and
+    extra norms included, is copied whole); ``"random"`` initialises from scratch (the baseline
+    distillation must beat). Students are built only for families in the edgekit.arch registry.
     """
+    from edgekit.arch import family_of
+    from edgekit.prune.surgery import apply_keep, pruned_config
+
+    if init not in ("teacher", "random"):
+        raise ValueError(f"init must be 'teacher' or 'random', not {init!r}")
+    family_of(teacher.config)
+    check_student_shape(teacher.config, num_layers, hidden_size)
+    keep = _first_structures(
+        teacher.config, num_layers, hidden_size, intermediate_size, num_heads, num_kv_heads, init == "random"
+    )
+    if init == "teacher":
+        return apply_keep(teacher, keep)
     from transformers import AutoModelForCausalLM
 
-    check_student_shape(teacher.config, num_layers, hidden_size)
-    config = copy.deepcopy(teacher.config)
-    t_layers = config.num_hidden_layers
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    config.num_hidden_layers = num_layers or t_layers
-    config.hidden_size = hidden_size or config.hidden_size
-    config.intermediate_size = intermediate_size or config.intermediate_size
+    config = pruned_config(teacher.config, keep)
+    config.rms_norm_eps = teacher.config.rms_norm_eps  # no channels removed from a trained norm
+    for name, value in (("hidden_size", hidden_size), ("intermediate_size", intermediate_size)):
+        setattr(config, name, value or getattr(config, name))
     config.num_attention_heads = num_heads or config.num_attention_heads
     config.num_key_value_heads = num_kv_heads or config.num_key_value_heads
-    config.head_dim = head_dim
-    if getattr(config, "layer_types", None):
-        config.layer_types = [config.layer_types[i] for i in uniform_layers(t_layers, config.num_hidden_layers)]
     torch.manual_seed(seed)
-    student = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    if init == "teacher":
-        _copy_weights(teacher, student, uniform_layers(t_layers, config.num_hidden_layers))
-    elif init != "random":
-        raise ValueError(f"init must be 'teacher' or 'random', not {init!r}")
-    return student.eval()
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 
-def _copy_weights(teacher, student, kept: list[int]) -> None:
-    """Copy every tensor, mapping student layer i to teacher layer kept[i] and slicing to shape."""
-    source = teacher.state_dict()
-    with torch.no_grad():
-        for name, target in student.state_dict().items():
-            src_name = name
-            parts = name.split(".")
-            if "layers" in parts:
-                idx = parts.index("layers") + 1
-                parts[idx] = str(kept[int(parts[idx])])
-                src_name = ".".join(parts)
-            tensor = source[src_name]
-            target.copy_(tensor[tuple(slice(0, n) for n in target.shape)])
+def _first_structures(config, layers, hidden, inter, heads, kv, lenient: bool):
+    """A Keep of evenly spread layers and the first hidden/FFN channels, KV groups and heads per group.
+
+    Raises ValueError when a size exceeds the teacher's (unless ``lenient``: random init only needs
+    the layer selection, its widths are set directly)."""
+    from edgekit.prune.surgery import Keep, group_size
+
+    c = config
+    kv = kv or c.num_key_value_heads
+    heads = heads or (kv * group_size(c) if kv != c.num_key_value_heads else c.num_attention_heads)
+    sizes = {"hidden_size": hidden or c.hidden_size, "intermediate_size": inter or c.intermediate_size}
+    limits = {"hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size}
+    per_group = max(1, heads // kv)
+    if not lenient:
+        too_big = [f"{k}={v} > {limits[k]}" for k, v in sizes.items() if v > limits[k]]
+        if kv > c.num_key_value_heads or heads % kv or per_group > group_size(c):
+            too_big.append(
+                f"heads={heads}/kv_heads={kv} is not a subset of {c.num_attention_heads}/{c.num_key_value_heads}"
+            )
+        if too_big:
+            raise ValueError("a teacher-initialised student must be no wider than its teacher: " + ", ".join(too_big))
+    kv, per_group = min(kv, c.num_key_value_heads), min(per_group, group_size(c))
+    kept = uniform_layers(c.num_hidden_layers, layers or c.num_hidden_layers)
+    n = len(kept)
+    in_group = None if per_group == group_size(c) else [torch.arange(per_group).expand(kv, per_group)] * n
+    return Keep(
+        layers=kept,
+        ffn=[torch.arange(min(sizes["intermediate_size"], limits["intermediate_size"]))] * n,
+        groups=[torch.arange(kv)] * n,
+        hidden=torch.arange(min(sizes["hidden_size"], limits["hidden_size"])),
+        heads=in_group,
+    )

@@ -23,6 +23,7 @@ from edgekit.distill.checkpoint import LATEST, load_checkpoint, save_checkpoint
 from edgekit.distill.checkpoint_check import check_resume_step
 from edgekit.distill.losses import DIVERGENCES, next_token_labels
 from edgekit.distill.monitor import evaluate, model_logits
+from edgekit.distill.multi import TeacherCaches, TeacherEnsemble
 from edgekit.distill.objective import Batch, batch_loss
 from edgekit.distill.onpolicy import on_policy_batch, uses_student_samples
 from edgekit.errors import ConfigError, InputError, Problem
@@ -105,19 +106,27 @@ def distill(
     topk_cache=None,
     prompt_lengths: torch.Tensor | None = None,
     heldout_teacher_logits=None,
+    reference_logits=None,
 ) -> DistillResult:
     """Train ``student`` towards ``teacher`` (or a top-K cache) on rows ``train_ids`` [n, seq].
 
     ``topk_cache`` (a :class:`~edgekit.distill.cache.TopKCache`) replaces the teacher; ``train_ids``
     may then be None (the cache holds its rows). ``prompt_lengths`` [n] masks each row's prompt out
     of the loss (sequence-level KD). ``heldout_teacher_logits`` ([rows*seq, vocab], from
-    ``monitor.model_logits``) gives the monitor its teacher when training from a cache. Under
-    torchrun the global batch is split across ranks.
+    ``monitor.model_logits``) gives the monitor its teacher when training from a cache.
+    ``reference_logits`` (same shape) adds ``kl_to_original``/``top1_to_original`` to every
+    evaluation: the original teacher's, when this run's teacher is an intermediate student. A
+    :class:`~edgekit.distill.multi.TeacherEnsemble` teacher is trained against at this run's
+    temperature and monitored at T = 1. Under torchrun the global batch is split across ranks.
     """
     device = ddp.local_device(_device(config.device))
     world = ddp.setup(device)
     train_ids = _training_rows(train_ids, topk_cache)
     _check(config, world, teacher, topk_cache)
+    if isinstance(teacher, TeacherEnsemble):
+        monitor_teacher, teacher = teacher.at(1.0), teacher.at(config.temperature)
+    else:
+        monitor_teacher = teacher
     student.to(device).train()
     if teacher is not None:
         teacher.to(device).eval()
@@ -137,7 +146,7 @@ def distill(
             check_resume_step(Path(workdir) / LATEST, start, config.steps)
     teacher_heldout = heldout_teacher_logits
     if teacher_heldout is None and teacher is not None and heldout_ids is not None:
-        teacher_heldout = model_logits(teacher, heldout_ids)
+        teacher_heldout = model_logits(monitor_teacher.to(device), heldout_ids)
     run = _Run(teacher, student, aligner, trainable, train_ids, prompt_lengths, topk_cache, opt, config, device, world)
     with _progress(progress and world.main, config.steps, start) as bar:
         for step in range(start, config.steps):
@@ -148,7 +157,7 @@ def distill(
             if device.type == "cuda":  # peak since the run began, MiB (the figure a GPU run is sized by)
                 entry["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
             if heldout_ids is not None and config.eval_every and (step + 1) % config.eval_every == 0:
-                entry.update(evaluate(teacher_heldout, student, heldout_ids))
+                entry.update(evaluate(teacher_heldout, student, heldout_ids, reference_logits))
                 student.train()
             history.append(entry)
             bar(step + 1, entry)
@@ -158,7 +167,7 @@ def distill(
                     write_text_atomic(Path(workdir) / "monitor.jsonl", "".join(json.dumps(e) + "\n" for e in history))
                 ddp.barrier(world)
     student.eval()
-    final = evaluate(teacher_heldout, student, heldout_ids) if heldout_ids is not None else {}
+    final = evaluate(teacher_heldout, student, heldout_ids, reference_logits) if heldout_ids is not None else {}
     return DistillResult(student.cpu(), history, final)
 
 
@@ -204,6 +213,10 @@ def _check(config: DistillConfig, world: ddp.World, teacher, cache) -> None:
         problems.append(f"divergence {config.divergence!r} is not one of {', '.join(DIVERGENCES)}")
     if cache is not None and config.divergence != "forward_kl":
         problems.append("a top-K cache supports forward KL only (the tail hides the student-side terms)")
+    if isinstance(cache, TeacherCaches) and config.cache_tail != "bucket":
+        problems.append("several teachers' top-K caches combine with the bucket tail only")
+    if isinstance(teacher, TeacherEnsemble) and (config.fused or config.align != "none" or config.align_attention):
+        problems.append("several teachers: the fused loss and alignment need one teacher's hidden states")
     if problems:
         raise ConfigError(Problem("distill", "", p) for p in problems)
 

@@ -31,33 +31,10 @@ def check_source(model_dir: Path) -> Any:
 
 
 def expected_shapes(config: Any) -> dict[str, tuple[int, ...]]:
-    """Parameter name -> shape, as a llama / mistral / qwen2 config implies (lm_head included)."""
-    hidden, inter = config.hidden_size, config.intermediate_size
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    q_rows, kv_rows = heads * head_dim, kv_heads * head_dim
-    shapes: dict[str, tuple[int, ...]] = {
-        "model.embed_tokens.weight": (config.vocab_size, hidden),
-        "model.norm.weight": (hidden,),
-        "lm_head.weight": (config.vocab_size, hidden),
-    }
-    per_layer = {
-        "input_layernorm.weight": (hidden,),
-        "post_attention_layernorm.weight": (hidden,),
-        "self_attn.q_proj.weight": (q_rows, hidden),
-        "self_attn.k_proj.weight": (kv_rows, hidden),
-        "self_attn.v_proj.weight": (kv_rows, hidden),
-        "self_attn.o_proj.weight": (hidden, q_rows),
-        "self_attn.q_proj.bias": (q_rows,),
-        "self_attn.k_proj.bias": (kv_rows,),
-        "self_attn.v_proj.bias": (kv_rows,),
-        "mlp.gate_proj.weight": (inter, hidden),
-        "mlp.up_proj.weight": (inter, hidden),
-        "mlp.down_proj.weight": (hidden, inter),
-    }
-    for i in range(config.num_hidden_layers):
-        shapes.update({f"model.layers.{i}.{key}": shape for key, shape in per_layer.items()})
-    return shapes
+    """Parameter name -> shape, as the family spec (edgekit.arch) derives it from the config."""
+    from edgekit.arch import family_of, tensor_shapes
+
+    return tensor_shapes(family_of(config), config)
 
 
 def stored_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
@@ -85,7 +62,7 @@ def shape_problems(config: Any, stored: dict[str, tuple[int, ...]]) -> list[str]
     if kv_heads < 1 or heads % kv_heads:
         problems.append(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
     expected = expected_shapes(config)
-    optional = {n for n in expected if n.endswith(".bias")}
+    optional = set()  # biases are declared only when the config says the model has them
     if getattr(config, "tie_word_embeddings", False):
         optional.add("lm_head.weight")  # the embedding matrix is reused as the output layer
     for name, shape in expected.items():

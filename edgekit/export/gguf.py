@@ -1,4 +1,7 @@
-"""Hugging Face (llama / mistral / qwen2) -> GGUF, written with the ``gguf`` package.
+"""Hugging Face -> GGUF for every family in edgekit.arch, written with the ``gguf`` package.
+
+Tensor names come from gguf-py's own tables (``gguf.get_tensor_name_map`` for the family's
+llama.cpp architecture); hparams, transforms and loader rules from the family spec.
 
 F32, F16 and BF16 files are written directly; quantized levels are made from the F32 file by
 llama.cpp's own quantizer (``edgekit.export.quantize``), with an importance matrix for the low-bit
@@ -7,55 +10,42 @@ levels. Every file is written under a temporary name and renamed, with a JSON si
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit.arch import family_of, head_dim, rope_theta
+from edgekit.arch.base import rope_dims
 from edgekit.errors import InputError, UnsupportedModelError
 from edgekit.export.gguf_rope import rope_factors, rope_scaling_of, write_rope_scaling
 from edgekit.export.gguf_tokenizer import pad_vocab, vocab_from_tokenizer, write_vocab
 from edgekit.export.sidecar import write_sidecar
 from edgekit.fileio import atomic_path
 
-# HF model_type -> llama.cpp architecture. Mistral runs as llama (same graph, its window is unused).
-GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
-# Architectures whose rotary embedding llama.cpp applies to interleaved pairs: HF's q/k rows are
-# stored half-split (rotate_half), so they are permuted on the way out.
-PERMUTE_QK = {"llama"}
-# HF parameter suffix inside a decoder layer -> GGUF tensor name inside ``blk.N``.
-LAYER_TENSORS = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-GLOBAL_TENSORS = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
+log = logging.getLogger(__name__)
+
 DIRECT_LEVELS = {"F32": np.float32, "F16": np.float16, "BF16": None}  # written without llama.cpp
 FILE_TYPES = {"F32": 0, "F16": 1, "BF16": 32}
 
 
-def gguf_name(hf_name: str) -> str | None:
-    """GGUF tensor name of a HF parameter (None for buffers GGUF does not store)."""
-    if hf_name in GLOBAL_TENSORS:
-        return GLOBAL_TENSORS[hf_name]
-    parts = hf_name.split(".")
-    if parts[:2] == ["model", "layers"]:
-        return f"blk.{parts[2]}.{LAYER_TENSORS.get('.'.join(parts[3:]), '?')}"
-    return None
+def _tensor_map(family, n_blocks: int):
+    """gguf-py's HF -> GGUF tensor-name table for the family's llama.cpp architecture."""
+    import gguf
+
+    arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}[family.gguf_arch]
+    return gguf.get_tensor_name_map(arch, n_blocks)
+
+
+def gguf_name(hf_name: str, family, n_blocks: int) -> str:
+    """GGUF tensor name of a HF parameter, from gguf-py's own tables; raises if the arch has none."""
+    base, _, suffix = hf_name.rpartition(".")
+    name = _tensor_map(family, n_blocks).get_name(base)
+    if name is None:
+        raise UnsupportedModelError(f"tensor {hf_name!r} has no counterpart in llama.cpp's {family.gguf_arch} graph")
+    return f"{name}.{suffix}"
 
 
 def permute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -63,28 +53,33 @@ def permute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def gguf_tensors(model, arch: str) -> Iterator[tuple[str, np.ndarray]]:
-    """(GGUF name, float32 array) for every weight, permuted where llama.cpp expects it."""
+def gguf_tensors(model) -> Iterator[tuple[str, np.ndarray]]:
+    """(GGUF name, float32 array) for every weight, with the family's transforms applied:
+    rotary permute where llama.cpp rotates interleaved pairs, norm offset where RMSNorm is (1 + w)."""
     c = model.config
+    family = family_of(c)
     for hf_name, tensor in model.state_dict().items():
-        if hf_name == "lm_head.weight" and c.tie_word_embeddings:
+        if hf_name == f"{family.lm_head_path}.weight" and c.tie_word_embeddings and not family.gguf_needs_output:
             continue
-        name = gguf_name(hf_name)
-        if name is None:
+        if hf_name.endswith("rotary_emb.inv_freq"):
             continue
-        if name.endswith("?"):
-            raise UnsupportedModelError(f"tensor {hf_name!r} has no GGUF counterpart")
+        name = gguf_name(hf_name, family, c.num_hidden_layers)
         data = tensor.detach().float().cpu().numpy()
-        if arch in PERMUTE_QK and name.split(".")[-2] in ("attn_q", "attn_k"):
-            data = permute_rotary(data, c.num_attention_heads if "attn_q" in name else c.num_key_value_heads)
+        kind = name.split(".")[-2]
+        if family.gguf_permute_qk and kind in ("attn_q", "attn_k"):
+            data = permute_rotary(data, c.num_attention_heads if kind == "attn_q" else c.num_key_value_heads)
+        if family.norm_offset and hf_name.endswith("norm.weight"):
+            data = data + np.float32(family.norm_offset)
         yield name, data
-    factors = rope_factors(c, rope_scaling_of(c, arch))
+    factors = None if family.gguf_own_rope_scaling else rope_factors(c, rope_scaling_of(c, family.gguf_arch))
     if factors is not None:  # llama3-style scaling: per-frequency divisors llama.cpp reads as a tensor
         yield "rope_freqs.weight", factors
+    yield from family.gguf_extra_tensors(c).items()
 
 
-def _write_hparams(writer, config, arch: str, name: str) -> None:
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+def _write_hparams(writer, config, name: str) -> None:
+    family = family_of(config)
+    hd = head_dim(config)
     writer.add_name(name)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -92,13 +87,34 @@ def _write_hparams(writer, config, arch: str, name: str) -> None:
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(getattr(config, "rope_theta", 10000.0)))
+    writer.add_key_length(hd)
+    writer.add_value_length(hd)
+    writer.add_rope_dimension_count(rope_dims(config))
+    writer.add_rope_freq_base(rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_vocab_size(config.vocab_size)
-    write_rope_scaling(writer, rope_scaling_of(config, arch))
+    if not family.gguf_own_rope_scaling:
+        write_rope_scaling(writer, rope_scaling_of(config, family.gguf_arch))
+    family.write_gguf_hparams(writer, config)
+
+
+def gguf_refusals(config) -> list[str]:
+    """Why llama.cpp could not run a GGUF of this config faithfully (empty when it can)."""
+    family = family_of(config)
+    if family.gguf_arch is None:
+        return [f"{config.model_type}: no GGUF export ({family.gguf_refusal})"]
+    problems = list(family.refuse_gguf(config))
+    if not family.gguf_own_rope_scaling:
+        try:
+            rope_scaling_of(config, family.gguf_arch)
+        except UnsupportedModelError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def gguf_warnings(config, context: int) -> list[str]:
+    """Ways a GGUF of this config runs but differs from PyTorch at ``context`` tokens."""
+    return list(family_of(config).warn_gguf(config, context))
 
 
 def write_gguf(
@@ -107,12 +123,9 @@ def write_gguf(
     """Write ``model`` as an F32 / F16 / BF16 GGUF at ``path`` (atomically)."""
     import gguf
 
-    model_type = model.config.model_type
-    if model_type not in GGUF_ARCH:
-        raise UnsupportedModelError(
-            f"architecture {model_type!r} cannot be exported to GGUF; supported: " + ", ".join(GGUF_ARCH)
-        )
-    arch = GGUF_ARCH[model_type]
+    if problems := gguf_refusals(model.config):
+        raise UnsupportedModelError(f"{path}: cannot export to GGUF: " + "; ".join(problems))
+    arch = family_of(model.config).gguf_arch
     vocab = vocab_from_tokenizer(tokenizer)  # fails before anything is written
     if len(vocab.tokens) > model.config.vocab_size:
         raise InputError(
@@ -120,12 +133,12 @@ def write_gguf(
         )
     with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
-        _write_hparams(writer, model.config, arch, name)
+        _write_hparams(writer, model.config, name)
         writer.add_file_type(FILE_TYPES[level])
         write_vocab(writer, pad_vocab(vocab, model.config.vocab_size))
         for key, value in (metadata or {}).items():
             writer.add_string(f"edgekit.{key}", str(value))
-        for tensor_name, data in gguf_tensors(model, arch):
+        for tensor_name, data in gguf_tensors(model):
             _add_tensor(writer, tensor_name, data, level)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -161,6 +174,8 @@ def export_gguf(
     type_overrides: dict[str, str] | None = None,
     provenance: dict[str, str] | None = None,
     progress: bool = True,
+    allocate: str | None = None,
+    bpw: list[float] | tuple[float, ...] = (),
 ) -> list[Path]:
     """Export a HF folder to one GGUF file per level in ``out_dir``; returns their paths (same order).
 
@@ -171,6 +186,10 @@ def export_gguf(
     ``type_overrides`` ({regex on GGUF tensor names: GGML type}, e.g. ``{"^output\\.weight$": "Q8_0"}``)
     applies to every quantized level. ``provenance`` (string pairs, written as ``edgekit.<key>``)
     defaults to the source folder. Every input is checked before anything is computed or written.
+    ``allocate`` (auto, measure or fisher; None for llama.cpp's own mixes) chooses each tensor's
+    type from its measured sensitivity on the calibration rows, within the size of llama.cpp's mix
+    for each level (``edgekit.export.mix``); ``bpw`` adds one such file per bits-per-weight
+    target (``<name>-4.5bpw.gguf``), after the levels' files in the returned list.
     """
     from edgekit.export.checks import check_source
     from edgekit.export.quantize import FTYPES, check_overrides, quantize_gguf
@@ -189,8 +208,10 @@ def export_gguf(
     name = name or model_dir.name
     provenance = provenance if provenance is not None else {"source": str(model_dir)}
     paths = {q: out_dir / f"{name}-{q}.gguf" for q in quants}
+    if bpw and not allocate:
+        raise InputError(model_dir, "bits-per-weight targets need a sensitivity allocation (allocate='auto')")
     imx, imx_info = None, None
-    if imatrix is not None and any(q in IMATRIX_LEVELS for q in quants):
+    if imatrix is not None and (bpw or any(q in IMATRIX_LEVELS for q in quants)):
         imx, imx_info = _imatrix_for(model, tokenizer, imatrix, calibration_ids, calibration_source)
         if imatrix == "auto":  # kept for reuse: ``--imatrix <file>`` skips the forward passes next time
             from edgekit.export.imatrix import save_imatrix_file
@@ -199,31 +220,62 @@ def export_gguf(
     with temporary_dir(out_dir, "gguf") as tmp:  # inside --out, removed on failure and by the next run
         base = paths.get("F32") or Path(tmp) / "base-F32.gguf"
         write_gguf(model, tokenizer, base, "F32", name, provenance)
-        for level in quants:
-            overrides, info = {}, None
+        mixes = {}
+        if allocate:
+            from edgekit.export.mix import plan_mixes
+
+            quantized = [q for q in quants if q not in DIRECT_LEVELS]
+            rows = _calibration(tokenizer, calibration_ids)
+            mixes = plan_mixes(
+                model,
+                base,
+                quantized,
+                list(bpw),
+                rows,
+                imatrix=imx,
+                fixed=type_overrides,
+                method=allocate,
+                workdir=Path(tmp),
+            )
+            paths |= {label: out_dir / f"{name}-{label}.gguf" for label in mixes}
+        for level in [*quants, *(m for m in mixes if m not in quants)]:
+            overrides, info, mix = {}, None, mixes.get(level)
+            gate = mix.level if mix else level
             if level in DIRECT_LEVELS:
                 if level != "F32":
                     write_gguf(model, tokenizer, paths[level], level, name, provenance)
             else:
-                use = imx if level in IMATRIX_LEVELS else None
-                info, overrides = (imx_info if use else None), type_overrides or {}
+                use = imx if gate in IMATRIX_LEVELS or mix else None
+                use = mix.imatrix_subset(use) if mix else use
+                info, overrides = (imx_info if use else None), (mix.overrides if mix else type_overrides or {})
                 meta = _imatrix_metadata(imx_info) if use else {}
-                quantize_gguf(base, paths[level], level, imatrix=use, type_overrides=overrides, metadata=meta)
-            write_sidecar(
-                paths[level],
-                format="gguf",
-                quantization=level,
-                source_model=model_dir,
-                extra={"imatrix": info, "type_overrides": overrides, "architecture": config.model_type},
-            )
-    return [paths[q] for q in quants]
+                quantize_gguf(base, paths[level], gate, imatrix=use, type_overrides=overrides, metadata=meta)
+            extra = {"imatrix": info, "type_overrides": overrides, "architecture": config.model_type}
+            if mix:
+                from edgekit.export.mix import summary
+
+                extra["allocation"] = summary(mix)
+            write_sidecar(paths[level], format="gguf", quantization=gate, source_model=model_dir, extra=extra)
+    return [paths[q] for q in [*quants, *(m for m in mixes if m not in quants)]]
+
+
+def _calibration(tokenizer, calibration_ids):
+    """The rows the sensitivity probe runs on: the imatrix's calibration, else the built-in corpus."""
+    if calibration_ids is not None:
+        return calibration_ids
+    from edgekit.data import training_set
+
+    return training_set(tokenizer, seq_len=256, max_sequences=16)
 
 
 def _check_representable(config, tokenizer, model_dir: Path) -> None:
     """Raise now, before minutes of work, if the tokenizer or RoPE settings have no faithful GGUF form."""
+    if problems := gguf_refusals(config):
+        raise UnsupportedModelError(f"{model_dir}: cannot export to GGUF: " + "; ".join(problems))
+    for warning in gguf_warnings(config, config.max_position_embeddings):
+        log.warning("%s: %s", model_dir, warning)
     try:
         vocab = vocab_from_tokenizer(tokenizer)
-        rope_scaling_of(config, GGUF_ARCH[config.model_type])
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"{model_dir}: {exc}") from None
     if len(vocab.tokens) > config.vocab_size:

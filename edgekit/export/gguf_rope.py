@@ -74,8 +74,11 @@ def rope_factors(config: Any, scaling: dict[str, Any] | None) -> np.ndarray | No
     """
     if not scaling or scaling["kind"] != "llama3":
         return None
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    base = float(getattr(config, "rope_theta", 10000.0))
+    from edgekit.arch import head_dim as head_dim_of
+    from edgekit.arch import rope_theta
+
+    head_dim = head_dim_of(config)
+    base = rope_theta(config)
     factor = float(scaling["factor"])
     low, high = float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0))
     original = float(scaling["original_max_position_embeddings"])

@@ -1,15 +1,16 @@
 """Tokenizer metadata for GGUF, read from the Hugging Face tokenizer's own definition.
 
-Two families are represented faithfully:
-* byte-level BPE ("gpt2" in GGUF): tokens, types, merges, and the pre-tokenizer type, decided from
-  the tokenizer.json pre-tokenizer (its split regex) — never by hashing a known vocabulary — so
-  custom-trained and pruned vocabularies export;
-* SentencePiece-style BPE with byte fallback ("llama" in GGUF): tokens, scores (merge priority),
-  types (byte tokens marked as bytes).
-Anything else fails with a message saying why, instead of writing a file that tokenizes differently:
+Two families are represented faithfully, chosen by the tokenizer's structure (``family_of``):
+* byte-level BPE ("gpt2" in GGUF): tokens, types, merges, and the llama.cpp pre-tokenizer type
+  whose regexes the tokenizer.json pre-tokenizer is (``gguf_pretok``) — never by hashing a known
+  vocabulary — so custom-trained, pruned and re-indexed vocabularies export;
+* SentencePiece-style BPE ("llama" in GGUF): tokens, scores (merge priority), types (byte tokens
+  marked as bytes), the ``▁`` space prefix.
+The result is then confirmed by behaviour (``gguf_vocab_check``) before anything is written.
+Anything else fails with a one-line reason instead of writing a file that tokenizes differently:
 other tokenizer models (WordPiece, Unigram), pre-tokenizers llama.cpp does not implement, and
 normalizers it does not apply (NFC is accepted: llama.cpp skips it, which changes nothing for text
-already in NFC, as nearly all text is).
+already in NFC, as nearly all text is). docs/export.md has the table.
 """
 
 from __future__ import annotations
@@ -19,17 +20,24 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgekit.errors import UnsupportedModelError
+from edgekit.export.gguf_pretok import PRE_TYPE_NAMES, matching_types, structure_of
 
 # llama.cpp token types (llama_token_type)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
-# Split regexes of the byte-level pre-tokenizers llama.cpp implements, by its pre-type name.
-_GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-PRE_TYPES_BY_REGEX = {
-    _GPT2_REGEX: "gpt-2",  # GPT-2, and ByteLevel(use_regex=True)
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",  # Llama 3  # noqa: E501
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",  # Qwen2  # noqa: E501
-}
+
+# Texts llama.cpp's loader makes end-of-generation controls whatever type the file gives them
+# (llama_vocab::impl::load in src/llama-vocab.cpp, its EOT and EOG lists). An added token with one
+# of these texts is written as CONTROL, so the file states what llama.cpp will do with it anyway:
+# it is not parsed out of user text (see docs/export.md, "Control tokens in user text").
+LLAMA_CONTROL_TEXTS = frozenset(
+    {
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+        "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+        "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+        "<｜end▁of▁sentence｜>", "[e~[",
+    }
+)  # fmt: skip
 
 
 @dataclass
@@ -47,20 +55,6 @@ class GGUFVocab:
     space_prefix: bool = False  # SentencePiece-style: "▁" prepended to the text
 
 
-def _split_regexes(pre: dict[str, Any] | None) -> list[str]:
-    """Every regex the pre-tokenizer splits with; ByteLevel(use_regex) counts as the GPT-2 one."""
-    if not pre:
-        return []
-    if pre["type"] == "Sequence":
-        return [r for p in pre["pretokenizers"] for r in _split_regexes(p)]
-    if pre["type"] == "Split":
-        pattern = pre["pattern"]
-        return [pattern.get("Regex") or pattern.get("String")]
-    if pre["type"] == "ByteLevel":
-        return [_GPT2_REGEX] if pre.get("use_regex", True) else []
-    return [f"<{pre['type']}>"]
-
-
 def _flatten(part: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
     """The steps of a normalizer / pre-tokenizer, Sequence or not."""
     if not part:
@@ -68,16 +62,6 @@ def _flatten(part: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
     if part["type"] == "Sequence":
         return [step for sub in part[key] for step in _flatten(sub, key)]
     return [part]
-
-
-def _check_byte_level_normalizer(normalizer: dict[str, Any] | None) -> None:
-    steps = [n["type"] for n in _flatten(normalizer, "normalizers")]
-    unsupported = [t for t in steps if t != "NFC"]
-    if unsupported:
-        raise UnsupportedModelError(
-            f"the tokenizer normalizes text with {', '.join(unsupported)}, which llama.cpp does not apply; "
-            "its GGUF would tokenize differently"
-        )
 
 
 def _space_prefix(spec: dict[str, Any]) -> bool:
@@ -101,22 +85,6 @@ def _space_prefix(spec: dict[str, Any]) -> bool:
     return prefix
 
 
-def _byte_level_pre_type(pre: dict[str, Any] | None) -> str:
-    prefixed = [p for p in _flatten(pre, "pretokenizers") if p["type"] == "ByteLevel" and p.get("add_prefix_space")]
-    if prefixed:
-        raise UnsupportedModelError(
-            "the tokenizer's ByteLevel pre-tokenizer adds a prefix space, which llama.cpp's byte-level BPE "
-            "does not; its GGUF would tokenize differently"
-        )
-    regexes = _split_regexes(pre)
-    if len(regexes) != 1 or regexes[0] not in PRE_TYPES_BY_REGEX:
-        raise UnsupportedModelError(
-            f"the tokenizer's pre-tokenizer (splits: {regexes or 'none'}) matches none llama.cpp implements "
-            f"({', '.join(sorted(set(PRE_TYPES_BY_REGEX.values())))}); its GGUF would tokenize differently"
-        )
-    return PRE_TYPES_BY_REGEX[regexes[0]]
-
-
 def _post_adds(tokenizer) -> tuple[bool, bool]:
     """Whether encoding adds BOS / EOS, observed on the tokenizer itself."""
     ids = tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -137,23 +105,67 @@ def _merge_scores(tokens: list[str], types: list[int], merges: list[str]) -> lis
     return [-float(rank[t]) if types[i] == NORMAL and t in rank else 0.0 for i, t in enumerate(tokens)]
 
 
-def vocab_from_tokenizer(tokenizer) -> GGUFVocab:
-    """Read a fast HF tokenizer into GGUF vocabulary metadata (or raise UnsupportedModelError)."""
+def tokenizer_spec(tokenizer) -> dict[str, Any]:
+    """The tokenizer.json of a fast HF tokenizer, parsed (or raise UnsupportedModelError)."""
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError("only fast (tokenizer.json) tokenizers can be exported to GGUF")
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    if spec["model"]["type"] != "BPE":
+        raise UnsupportedModelError(f"tokenizer model {spec['model']['type']!r} is not supported (BPE only)")
+    return spec
+
+
+def family_of(spec: dict[str, Any]) -> str:
+    """ "byte-level" or "sentencepiece", from the tokenizer's structure (never from one flag).
+
+    Byte-level: a ByteLevel pre-tokenizer or decoder (text is UTF-8 bytes mapped to printable
+    characters). SentencePiece-style: spaces become ``▁`` (Metaspace, or a normalizer replacing " "
+    with "▁", or a decoder turning "▁" back into " "). ``byte_fallback`` says nothing about
+    either: byte-level vocabularies sometimes set it too.
+    """
+    pre = _flatten(spec.get("pre_tokenizer"), "pretokenizers")
+    dec = _flatten(spec.get("decoder"), "decoders")
+    norm = _flatten(spec.get("normalizer"), "normalizers")
+    byte_level = any(s["type"] == "ByteLevel" for s in pre + dec)
+    spm = (
+        any(s["type"] == "Metaspace" for s in pre + dec)
+        or any(s["type"] == "Replace" and s.get("content") == "▁" for s in norm)
+        or any(s["type"] == "Replace" and s.get("pattern", {}).get("String") == "▁" for s in dec)
+    )
+    if byte_level and spm:
+        raise UnsupportedModelError(
+            "the tokenizer mixes byte-level (ByteLevel) and SentencePiece-style (▁ for spaces) steps; "
+            "llama.cpp implements each alone"
+        )
+    if not (byte_level or spm):
+        raise UnsupportedModelError(
+            "the tokenizer is neither byte-level BPE (a ByteLevel pre-tokenizer or decoder) nor "
+            "SentencePiece-style BPE (▁ for spaces); llama.cpp implements only these two BPE families"
+        )
+    return "byte-level" if byte_level else "sentencepiece"
+
+
+def vocab_from_tokenizer(tokenizer, *, confirm: bool = True) -> GGUFVocab:
+    """Read a fast HF tokenizer into GGUF vocabulary metadata (or raise UnsupportedModelError).
+
+    The family and the pre-tokenizer type come from the tokenizer's structure; with ``confirm``
+    the result is then checked by behaviour (``gguf_vocab_check.confirm_vocab``): the ids it gives
+    must be the HF tokenizer's on a stress set, before anything is written.
+    """
+    spec = tokenizer_spec(tokenizer)
     model = spec["model"]
-    if model["type"] != "BPE":
-        raise UnsupportedModelError(f"tokenizer model {model['type']!r} is not supported (BPE only)")
     size = len(tokenizer)
     tokens = [""] * size
     for text, idx in {**model["vocab"], **{t["content"]: t["id"] for t in spec.get("added_tokens", [])}}.items():
         if idx < size:
             tokens[idx] = text
-    if any(not t for t in tokens):
-        raise UnsupportedModelError("the vocabulary has holes (ids without a token)")
-    special_ids = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+    holes = [i for i, t in enumerate(tokens) if not t]
+    if holes:
+        raise UnsupportedModelError(f"the vocabulary has {len(holes)} holes (ids without a token, first: {holes[0]})")
     added_ids = {t["id"] for t in spec.get("added_tokens", [])}
+    special_ids = {
+        t["id"] for t in spec.get("added_tokens", []) if t.get("special") or t["content"] in LLAMA_CONTROL_TEXTS
+    }
     add_bos, add_eos = _post_adds(tokenizer)
     special = {name: getattr(tokenizer, f"{name}_token_id") for name in ("bos", "eos", "pad", "unk")}
     common = dict(
@@ -163,7 +175,7 @@ def vocab_from_tokenizer(tokenizer) -> GGUFVocab:
         chat_template=tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
     )
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    if model.get("byte_fallback"):
+    if family_of(spec) == "sentencepiece":
         types = []
         for i, t in enumerate(tokens):
             if i in special_ids:
@@ -173,13 +185,42 @@ def vocab_from_tokenizer(tokenizer) -> GGUFVocab:
             else:
                 types.append(USER_DEFINED if i in added_ids else NORMAL)
         scores = _merge_scores(tokens, types, merges)
-        return GGUFVocab("llama", None, tokens, types, scores=scores, space_prefix=_space_prefix(spec), **common)
-    _check_byte_level_normalizer(spec.get("normalizer"))
-    pre = _byte_level_pre_type(spec.get("pre_tokenizer"))
-    if model.get("ignore_merges") and pre != "llama-bpe":
-        raise UnsupportedModelError(f"ignore_merges is implemented by llama.cpp only for llama-bpe, not {pre}")
-    types = [CONTROL if i in special_ids else USER_DEFINED if i in added_ids else NORMAL for i in range(size)]
-    return GGUFVocab("gpt2", pre, tokens, types, merges=merges, **common)
+        vocab = GGUFVocab("llama", None, tokens, types, scores=scores, space_prefix=_space_prefix(spec), **common)
+    else:
+        types = [CONTROL if i in special_ids else USER_DEFINED if i in added_ids else NORMAL for i in range(size)]
+        vocab = GGUFVocab("gpt2", _byte_level_pre(spec, tokenizer), tokens, types, merges=merges, **common)
+    if confirm:
+        from edgekit.export.gguf_vocab_check import confirm_vocab
+
+        confirm_vocab(tokenizer, vocab)
+    return vocab
+
+
+def _byte_level_pre(spec: dict[str, Any], tokenizer) -> str:
+    """The llama.cpp pre-tokenizer type whose structure the tokenizer's is (or raise, naming the closest)."""
+    unsupported = [n["type"] for n in _flatten(spec.get("normalizer"), "normalizers") if n["type"] != "NFC"]
+    if unsupported:  # NFC: llama.cpp skips it, which changes nothing for text already in NFC
+        raise UnsupportedModelError(
+            f"the tokenizer normalizes text with {', '.join(unsupported)}, which llama.cpp does not apply; "
+            "its GGUF would tokenize differently"
+        )
+    structure = structure_of(spec.get("pre_tokenizer"))
+    if structure.prefix_space:
+        raise UnsupportedModelError(
+            "the tokenizer's ByteLevel pre-tokenizer adds a prefix space, which llama.cpp's byte-level BPE "
+            "does not; its GGUF would tokenize differently"
+        )
+    ignore_merges = bool(spec["model"].get("ignore_merges"))
+    clean = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+    found = matching_types(structure, ignore_merges, clean)
+    if found:
+        return found[0].name
+    from edgekit.export.gguf_vocab_check import closest_type
+
+    raise UnsupportedModelError(
+        f"the tokenizer's pre-tokenizer (splits: {list(structure.regexes) or 'none'}) is none of the "
+        f"{len(PRE_TYPE_NAMES)} llama.cpp types edgekit maps ({', '.join(PRE_TYPE_NAMES)}); " + closest_type(tokenizer)
+    )
 
 
 def pad_vocab(vocab: GGUFVocab, size: int) -> GGUFVocab:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgekit.arch import family_of
 from edgekit.export.gguf import gguf_name
 
 
@@ -22,14 +23,17 @@ def compute_imatrix(model, calibration: torch.Tensor, batch: int = 4) -> tuple[d
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     hooks = []
+    family = family_of(model.config)
+    tied = getattr(model.config, "tie_word_embeddings", False)
     for module_name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
             continue
-        name = gguf_name(f"{module_name}.weight")
-        if name is None or name.endswith("?"):
-            continue
-        if name == "output.weight" and getattr(model.config, "tie_word_embeddings", False):
+        if (
+            module_name == family.lm_head_path and tied and not family.gguf_needs_output
+        ):  # the output product reads the embeddings
             name = "token_embd.weight"
+        else:
+            name = gguf_name(f"{module_name}.weight", family, model.config.num_hidden_layers)
 
         def hook(mod, args, name=name):
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])

@@ -8,6 +8,7 @@ profile or, failing that, the level's defaults in ``edgekit.formats``.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import VerificationError
-from edgekit.export.stress import stress_texts
+from edgekit.export.stress import STRESS_TEXTS, stress_texts
 from edgekit.quality import compare_logits
 
 
@@ -86,6 +87,56 @@ def reference_rows(tokenizer, texts: list[str] | None, max_tokens: int, seq_len:
     return heldout_set(tokenizer, seq_len, n, docs=texts)
 
 
+def tokenizer_cases(tokenizer, gguf: bool = False) -> list[tuple[str, bool, list[int]]]:
+    """(text, parse_special, HF ids) the artifact's runtime must reproduce, as edgekit uses it.
+
+    * user text (the stress set; ``parse_special`` off): special-token text in it is plain text, on
+      both sides, so llama.cpp's habit of marking ordinary entries such as ``</s>`` as controls
+      by their text cannot change what a prompt means (``gguf``: added tokens with those texts
+      are controls in llama.cpp, so they are not parsed on the HF side either);
+    * each HF added or special token on its own, special parsing on: it must be its one id;
+    * the specials between words, parsed, as a rendered chat template is tokenized.
+    """
+    from edgekit.export.gguf_tokenizer import LLAMA_CONTROL_TEXTS
+    from edgekit.export.gguf_vocab_check import added_tokens, hf_ids
+
+    plain = hf_ids(tokenizer, list(STRESS_TEXTS), LLAMA_CONTROL_TEXTS if gguf else (), add_special_tokens=True)
+    cases = [(t, False, ids) for t, ids in zip(STRESS_TEXTS, plain, strict=True)]
+    cases += [(t, True, [i]) for t, i in added_tokens(tokenizer)]
+    specials = stress_texts(tokenizer)[len(STRESS_TEXTS) :]
+    cases += [(t, True, list(tokenizer(t)["input_ids"])) for t in specials]
+    return cases
+
+
+def _labels(cases) -> list[str]:
+    return [f"{'token' if parse else 'text'} {text[:40]!r}" for text, parse, _ in cases]
+
+
+def artifact_side(
+    artifact: str, rows: list[list[int]], cases: list[tuple[str, bool]], options: dict, tmp: str
+) -> dict[str, Any]:
+    """Run in a child process: the artifact's logits on ``rows`` (saved to ``tmp``) and its token ids.
+
+    Plain-text cases add BOS as the runtime does for a prompt; token cases add nothing.
+    """
+    from edgekit.runtime.detect import open_backend
+
+    backend = open_backend(artifact, **options)
+    try:
+        logits = np.stack([backend.logits(row) for row in rows])
+        ids = [backend.tokenize(t, add_special_tokens=not parse, parse_special=parse) for t, parse in cases]
+        out = Path(tmp) / "logits.npy"
+        np.save(out, logits)
+        return {
+            "logits": str(out),
+            "ids": ids,
+            "backend": backend.info.backend,
+            "level": _level_of(Path(artifact), backend),
+        }
+    finally:
+        backend.close()
+
+
 def verify_artifact(
     artifact: str | Path,
     reference: str | Path,
@@ -107,26 +158,37 @@ def verify_artifact(
     import torch
 
     from edgekit.formats import LEVELS
+    from edgekit.isolate import run_isolated
     from edgekit.models import load_model, load_tokenizer
-    from edgekit.runtime.detect import open_backend
 
     artifact = Path(artifact)
     model, tokenizer = load_model(reference), load_tokenizer(reference)
-    backend = open_backend(artifact, **(backend_options or {}))
-    try:
-        level = level or _level_of(artifact, backend)
-        rows = reference_rows(tokenizer, texts, max_tokens)
-        with torch.no_grad():
-            ref = model(input_ids=rows).logits.float().numpy()
-        cand = np.stack([backend.logits(row.tolist()) for row in rows])
-        targets = rows[:, 1:].reshape(-1).numpy()
-        vocab = ref.shape[-1]
-        cmp = compare_logits(ref[:, :-1].reshape(-1, vocab), cand[:, :-1, :vocab].reshape(-1, vocab), targets)
-        texts_checked = stress_texts(tokenizer)
-        mismatches = [t for t in texts_checked if backend.tokenize(t) != tokenizer(t)["input_ids"]]
-        backend_name = backend.info.backend
-    finally:
-        backend.close()
+    rows = reference_rows(tokenizer, texts, max_tokens)
+    with torch.no_grad():
+        ref = model(input_ids=rows).logits.float().numpy()
+    cases = tokenizer_cases(tokenizer, gguf=artifact.is_file() and artifact.suffix == ".gguf")
+    with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as tmp:
+        # the runtime opens the fresh file in a child process: a C++ abort there is a NativeCrash
+        # naming the file, not the end of edgekit
+        side = run_isolated(
+            artifact_side,
+            str(artifact),
+            rows.tolist(),
+            [(text, parse) for text, parse, _ in cases],
+            backend_options or {},
+            tmp,
+            path=artifact,
+            action="verifying it in its runtime",
+        )
+        cand = np.load(side["logits"])
+    level = level or side["level"]
+    targets = rows[:, 1:].reshape(-1).numpy()
+    vocab = ref.shape[-1]
+    cmp = compare_logits(ref[:, :-1].reshape(-1, vocab), cand[:, :-1, :vocab].reshape(-1, vocab), targets)
+    mismatches = [
+        label for (_, _, want), got, label in zip(cases, side["ids"], _labels(cases), strict=True) if got != want
+    ]
+    backend_name = side["backend"]
     if callable(threshold):
         threshold = threshold(level) if level in LEVELS else None
     if threshold is None:
@@ -147,8 +209,8 @@ def verify_artifact(
         max_kl,
         min_top1,
         not mismatches,
-        [repr(t[:40]) for t in mismatches],
-        len(texts_checked),
+        mismatches,
+        len(cases),
     )
     if record:
         from edgekit.export.sidecar import sidecar_path, update_sidecar
@@ -158,3 +220,27 @@ def verify_artifact(
     if check and not report.passed:
         raise VerificationError(f"{artifact}: verification failed for {level}", report.table())
     return report
+
+
+REJECTED_SUFFIX = ".rejected"
+
+
+def reject_artifact(artifact: str | Path) -> Path:
+    """Move an artifact that failed verification off its final name: ``<name>.rejected``.
+
+    Nothing that failed stays where a user or a later stage would take it for a good file; the
+    sidecar (with the failed verification recorded) moves with it, for inspection. Returns the
+    new path.
+    """
+    from edgekit.export.sidecar import sidecar_path
+
+    artifact = Path(artifact)
+    target = artifact.with_name(artifact.name + REJECTED_SUFFIX)
+    if artifact.is_file() and sidecar_path(artifact).is_file():  # a folder's sidecar is inside it
+        sidecar_path(artifact).replace(target.with_name(target.name + ".json"))
+    if target.is_dir():  # left by an earlier rejected export of the same name
+        import shutil
+
+        shutil.rmtree(target)
+    artifact.replace(target)
+    return target

@@ -96,6 +96,7 @@ def _run_stages(
     base = {"teacher": teacher, "data": data.model_dump(), "seed": seed}
     model_path = Path(ref.path)
     key = ref.fingerprint
+    stage_models = [("teacher", model_path)]  # each stage's model, for the report's lineage rows
     if config.distill.enabled:
         d = runner.run(
             "distill",
@@ -103,6 +104,7 @@ def _run_stages(
             lambda o, s: stages.run_distill(o, s, ref.path, data, config.distill, seed, resume, progress),
         )
         model_path, key = d.path / stages.MODEL_DIR, d.key
+        stage_models.append(("distill", model_path))
     if config.prune.enabled:
         p = runner.run(
             "prune",
@@ -110,6 +112,7 @@ def _run_stages(
             lambda o, s, m=model_path: stages.run_prune(o, m, data, config.prune, round_to),
         )
         model_path, key = p.path / stages.MODEL_DIR, p.key
+        stage_models.append(("prune", model_path))
         if config.recover.enabled:
             r = runner.run(
                 "recover",
@@ -119,6 +122,7 @@ def _run_stages(
                 ),
             )
             model_path, key = r.path / stages.MODEL_DIR, r.key
+            stage_models.append(("recover", model_path))
     imatrix = profile.export.imatrix if config.export.imatrix is None else config.export.imatrix
     e = runner.run(
         "export",
@@ -129,6 +133,7 @@ def _run_stages(
             "data": data.model_dump(),
             "calibration": config.export.calibration_sequences,
             "keep_output_tensor": profile.export.keep_output_tensor,
+            "allocate": config.export.allocate,
         },
         lambda o, s: stages.run_export(
             o,
@@ -141,6 +146,7 @@ def _run_stages(
             name=_file_stem(ref.name),
             provenance={"teacher": ref.source},
             keep_output_tensor=profile.export.keep_output_tensor,
+            allocate=config.export.allocate,
         ),
     )
     artifacts = e.summary["artifacts"]
@@ -184,6 +190,17 @@ def _run_stages(
     if runner.on_stage is not None:
         runner.on_stage("bundle", "run")
     manifest = _manifest(runner, ref, profile, model_path, passed, v.summary["reports"], bench, recommendation)
+    from edgekit.pipeline.summary import add_report_fields
+
+    seconds = {s.name: s.seconds for s in runner.results}
+    add_report_fields(
+        manifest,
+        profile=profile,
+        export_dir=e.path,
+        model_path=model_path,
+        stage_models=stage_models,
+        stage_seconds=seconds,
+    )
     bundle = write_bundle(
         out / profile.name / ref.name,
         export_dir=e.path,

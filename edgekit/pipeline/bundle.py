@@ -56,25 +56,40 @@ def write_bundle(
                 shutil.copy2(model_dir / name, tmp / "tokenizer" / name)
         shutil.copy2(model_dir / "config.json", tmp / "tokenizer" / "config.json")
         shutil.copy2(target_file, tmp / "target.toml")
-        for name in ("report.html", "report.md", "results.json"):
+        if report_dir is not None and (report_dir / "results.json").is_file():
+            shutil.copy2(report_dir / "results.json", tmp / "results.json")
+        for name in ("report.html", "report.md"):  # the bench's own page; the bundle's report is the build's
             if report_dir is not None and (report_dir / name).is_file():
-                shutil.copy2(report_dir / name, tmp / name)
-        files = [
-            {"path": p.relative_to(tmp).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file()
-        ]
-        write_json_atomic(
-            tmp / MANIFEST,
-            {
-                "schema_version": MANIFEST_SCHEMA,
-                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "versions": tool_versions(),
-                **manifest,
-                "files": files,
-            },
-        )
+                (tmp / "bench").mkdir(exist_ok=True)
+                shutil.copy2(report_dir / name, tmp / "bench" / name)
+        full = {
+            "schema_version": MANIFEST_SCHEMA,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "versions": tool_versions(),
+            **manifest,
+            "files": _file_list(tmp),
+        }
+        _write_build_report(tmp, full)
+        write_json_atomic(tmp / MANIFEST, full)
     return bundle
+
+
+def _file_list(folder: Path) -> list[dict[str, Any]]:
+    return [
+        {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    ]
+
+
+def _write_build_report(folder: Path, manifest: dict[str, Any]) -> None:
+    """report.md and report.html made from ``manifest`` (whose file list they then join, with their sha256)."""
+    from edgekit.pipeline.report import write_build_report
+
+    for page in write_build_report(folder, manifest):
+        manifest["files"].append(
+            {"path": page.relative_to(folder).as_posix(), "bytes": page.stat().st_size, "sha256": sha256_file(page)}
+        )
 
 
 def _copy_artifact(src: Path, dst: Path, work: Path) -> None:
@@ -122,6 +137,7 @@ def bench_summary(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "ttft_s": median(r.get("ttft_s")),
             "prefill_tokens_per_s": {n: median(v) for n, v in (r.get("prefill_tokens_per_s") or {}).items()},
             "decode_tokens_per_s": median(r.get("decode_tokens_per_s")),
+            "decode_tokens_requested": r.get("decode_tokens_requested"),
             "predicted_decode_tokens_per_s": r.get("predicted_decode_tokens_per_s"),
             "peak_rss_bytes": r.get("peak_rss_bytes"),
             "perplexity": quality.get("ppl"),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekit.errors import ConfigError, InputError, Problem
 from edgekit.fileio import read_toml
@@ -52,6 +52,25 @@ class DistillSection(_Strict):
     lr: Annotated[float, Field(gt=0)] = 3e-4  # students start from teacher weights: keep steps small
     temperature: Annotated[float, Field(gt=0)] = 2.0
     alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # weight of hard-label CE; the rest is T²·KL
+    via: str | None = None  # progressive: intermediate sizes, fractions of the teacher's layers ("0.5" or "0.5x0.75")
+
+    @field_validator("via")
+    @classmethod
+    def _stages(cls, value: str | None) -> str | None:
+        from edgekit.distill.progressive import parse_via
+
+        if value is not None:
+            try:
+                parse_via(value, "distill.via")
+            except ConfigError as exc:
+                raise ValueError("; ".join(p.message for p in exc.problems)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _via_keeps_width(self):
+        if self.via and self.student_hidden:
+            raise ValueError("via (progressive stages) derives students by layers and FFN width; drop student_hidden")
+        return self
 
 
 class PruneSection(_Strict):
@@ -77,6 +96,9 @@ class ExportSection(_Strict):
     onnx_levels: list[str] | None = None
     imatrix: bool | None = None  # None: the target's setting
     calibration_sequences: PositiveInt = 16
+    # GGUF tensor types chosen per tensor from measured sensitivity within each level's size
+    # (edgekit.export.mix), probed on the build's own training text; "none": llama.cpp's mixes
+    allocate: Literal["auto", "measure", "fisher", "none"] = "auto"
 
     @field_validator("gguf_levels", "onnx_levels")
     @classmethod

@@ -81,9 +81,23 @@ def check_disk(folder: Path, teacher_params: int, n_levels: int) -> None:
 
 
 def parameter_estimate(config: Any) -> int:
-    """Parameters of a Llama-shaped config (attention counted as 4 square matrices), for the disk check."""
-    layer = 4 * config.hidden_size**2 + 3 * config.hidden_size * config.intermediate_size
-    return config.num_hidden_layers * layer + 2 * config.vocab_size * config.hidden_size
+    """Parameters of the config (the family spec's exact count), for the disk check."""
+    from edgekit.plan import count_params
+
+    return count_params(config)
+
+
+def check_runtime_rules(student_config: Any, profile: TargetProfile, formats: list[str]) -> list[str]:
+    """Refuse now (UnsupportedModelError with the reason) what llama.cpp could not run; return warnings
+    for what it runs differently at the target's context (e.g. a sliding window it ignores)."""
+    if "gguf" not in formats:
+        return []
+    from edgekit.errors import UnsupportedModelError
+    from edgekit.export.gguf import gguf_refusals, gguf_warnings
+
+    if problems := gguf_refusals(student_config):
+        raise UnsupportedModelError("GGUF export would fail: " + "; ".join(problems))
+    return gguf_warnings(student_config, profile.budget.context_length)
 
 
 def predicted_student_config(teacher_config: Any, config: BuildConfig, round_to: int) -> Any:
@@ -281,6 +295,10 @@ def run(
     check_backends([fmt for fmt, levels in plan.items() if levels])
     student = predicted_student_config(t_config, config, round_to)
     check_fits(student, profile, source)
+    for warning in check_runtime_rules(student, profile, [fmt for fmt, levels in plan.items() if levels]):
+        from rich import get_console
+
+        get_console().print(f"[yellow]warning:[/] {warning}", highlight=False)
     n_levels = sum(len(v) for v in plan.values())
     check_disk(Path(workdir) if workdir else Path(out), parameter_estimate(t_config), n_levels)
     return Checked(profile, config, source, plan, round_to, t_config, student, load)

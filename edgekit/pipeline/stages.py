@@ -77,6 +77,8 @@ def run_distill(
 
     teacher, tokenizer = load_model(teacher_path), load_tokenizer(teacher_path)
     corpus = load_corpus(tokenizer, data)
+    if section.via:
+        return _run_progressive(out, scratch, teacher, tokenizer, corpus, section, seed, data, resume, progress)
     student = derive_student(
         teacher, num_layers=section.student_layers, hidden_size=section.student_hidden, init=section.init, seed=seed
     )
@@ -96,6 +98,27 @@ def run_distill(
         "parameters": count_parameters(result.student),
         "teacher_parameters": count_parameters(teacher),
         "heldout": result.final,
+    }
+
+
+def _run_progressive(out, scratch, teacher, tokenizer, corpus, section, seed, data, resume, progress):
+    """``distill.via``: teacher → intermediate students → final student, each stage resumable."""
+    from edgekit.distill.progressive import Stage, parse_via, plan_stages, progressive_distill
+    from edgekit.models import count_parameters, save_model
+
+    n = teacher.config.num_hidden_layers
+    stages = plan_stages(n, parse_via(section.via, "distill.via"), Stage(section.student_layers or n))
+    config = _distill_config(section.steps, section.lr, section, seed, data)
+    result = progressive_distill(
+        teacher, stages, corpus.train, config, heldout_ids=corpus.heldout, workdir=scratch, resume=resume,
+        progress=progress, init=section.init,
+    )  # fmt: skip
+    save_model(result.student, tokenizer, out / MODEL_DIR)
+    return {
+        "parameters": count_parameters(result.student),
+        "teacher_parameters": count_parameters(teacher),
+        "heldout": result.stages[-1]["final"],
+        "stages": [{"shape": s["shape"], "heldout": s["final"]} for s in result.stages],
     }
 
 
@@ -169,11 +192,14 @@ def run_export(
     name: str = "model",
     provenance: dict[str, str] | None = None,
     keep_output_tensor: str | None = None,
+    allocate: str = "none",
 ) -> dict[str, Any]:
     """Export every planned level; GGUF K-quants use an importance matrix from calibration text.
 
     ``keep_output_tensor`` (the profile's, e.g. "Q8_0") stores the output and embedding matrices no
-    lower than that type at every quantized level.
+    lower than that type at every quantized level. ``allocate`` (auto, measure, fisher or none)
+    chooses GGUF tensor types from their sensitivity, probed on the same calibration rows as the
+    importance matrix: the build's own training text (``edgekit.export.mix``).
 
     ``name`` names the files (``<name>-Q4_K_M.gguf``); ``provenance`` is written into them in place
     of this machine's work path, so that a build's artifacts depend only on its inputs.
@@ -196,6 +222,7 @@ def run_export(
             provenance=provenance,
             type_overrides=keep_output_overrides(keep_output_tensor),
             progress=progress,
+            allocate=None if allocate == "none" else allocate,
         )
         artifacts += [_artifact_entry(out, p, "gguf", q) for p, q in zip(paths, plan["gguf"], strict=True)]
     if plan.get("onnx"):
@@ -207,8 +234,14 @@ def run_export(
 
 
 def _artifact_entry(root: Path, path: Path, fmt: str, quant: str) -> dict[str, Any]:
+    from edgekit.export.sidecar import read_sidecar, sidecar_path
+
     size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return {"path": Path(path).relative_to(root).as_posix(), "format": fmt, "quant": quant, "file_size_bytes": size}
+    entry = {"path": Path(path).relative_to(root).as_posix(), "format": fmt, "quant": quant, "file_size_bytes": size}
+    allocation = read_sidecar(path).get("allocation") if sidecar_path(path).is_file() else None
+    if allocation:  # the chosen tensor types, as the sidecar records them
+        entry["tensor_types"] = allocation["types"]
+    return entry
 
 
 def run_verify(

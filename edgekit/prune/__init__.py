@@ -6,7 +6,7 @@ from typing import Any
 
 from edgekit.prune.importance import Scores, score
 from edgekit.prune.plan import PrunePlan, budget_plan, planned_config, select
-from edgekit.prune.surgery import Keep, apply_keep
+from edgekit.prune.surgery import Keep, apply_keep, pruned_config
 
 
 def prune_model(
@@ -16,14 +16,18 @@ def prune_model(
 
     ``check_gguf`` refuses, before any work, a plan whose result llama.cpp could not load.
     """
+    from edgekit.arch import family_of
     from edgekit.errors import UnsupportedModelError
     from edgekit.models import count_parameters
     from edgekit.prune.compat import gguf_problems
 
+    family_of(model.config)  # fail closed: only registered families can be cut
     if check_gguf and (problems := gguf_problems(planned_config(model.config, plan))):
         raise UnsupportedModelError(problems[0])
     scores = score(model, calibration_ids, criterion)
     keep = select(scores, plan, model.config)
+    if check_gguf and (problems := gguf_problems(pruned_config(model.config, keep))):  # which layers matters
+        raise UnsupportedModelError(problems[0])
     pruned = apply_keep(model, keep)
     c = pruned.config
     report = {

@@ -1,32 +1,23 @@
 """Shapes a pruned model must keep so that every runtime can still load it.
 
-HF accepts any head_dim, but llama.cpp's loaders are stricter for some families. Checked before any
-weights are touched, so a pruning run never produces a model that the export stage then rejects.
+HF accepts any head_dim, but llama.cpp's loaders are stricter for some families (rules in edgekit/arch).
+Checked before any weights are touched, so a pruning run never produces a model that the export stage then rejects.
 """
 
 from __future__ import annotations
 
-from edgekit.prune.surgery import head_dim
+from edgekit.arch import head_dim
 
 QK_K = 256  # llama.cpp K-quant super-block: weights per row must be a multiple of this
 
-# model_type -> why num_heads × head_dim must equal hidden_size for its GGUF to load
-Q_WIDTH_IS_HIDDEN = {
-    "qwen2": "llama.cpp's qwen2 loader sizes attn_q and attn_output as hidden × hidden",
-}
-
 
 def gguf_problems(config) -> list[str]:
-    """Why a model of this (pruned) config would not load in llama.cpp; empty when it would."""
-    reason = Q_WIDTH_IS_HIDDEN.get(getattr(config, "model_type", ""))
-    width = config.num_attention_heads * head_dim(config)
-    if reason and width != config.hidden_size:
-        return [
-            f"{config.model_type}: heads × head_dim = {width} but hidden = {config.hidden_size}; {reason}. "
-            "Prune heads and hidden width together so they stay equal (e.g. --heads 0.5 --hidden 0.5), "
-            "or skip this check if you export only ONNX"
-        ]
-    return []
+    """Why a model of this (pruned) config would not load in llama.cpp; empty when it would.
+
+    The rules are the family's (edgekit/arch/<family>.py ``refuse_gguf``) plus RoPE scaling."""
+    from edgekit.export.gguf import gguf_refusals
+
+    return gguf_refusals(config)
 
 
 def k_quant_misfits(config) -> dict[str, int]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from edgekit.arch import family_of, head_dim
+
 
 @dataclass
 class Scores:
@@ -31,8 +33,14 @@ class Scores:
 
 def _dims(model) -> tuple[int, int, int]:
     c = model.config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    return c.num_attention_heads, c.num_key_value_heads, head_dim
+    return c.num_attention_heads, c.num_key_value_heads, head_dim(c)
+
+
+def _weight(model, layer, name: str, grad: bool = False) -> torch.Tensor:
+    """A logical projection's weight (or its gradient), fused projections seen as row slices."""
+    param, rows, _ = family_of(model.config).projection(layer, name, model.config)
+    t = param.grad if grad else param
+    return t if rows is None else t[rows]
 
 
 def _group_scores(per_head: torch.Tensor, heads: int, kv: int) -> torch.Tensor:
@@ -44,7 +52,8 @@ def _group_scores(per_head: torch.Tensor, heads: int, kv: int) -> torch.Tensor:
 def activation_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
     """Minitron-style activation importance from forward hooks on calibration rows [n, seq]."""
     heads, kv, hd = _dims(model)
-    layers = model.model.layers
+    family = family_of(model.config)
+    layers = family.layers(model)
     n = len(layers)
     ffn = torch.zeros(n, model.config.intermediate_size)
     head = torch.zeros(n, heads)
@@ -63,6 +72,10 @@ def activation_scores(model, calibration: torch.Tensor, batch: int = 4) -> Score
         def hidden_hook(mod, args, out):
             hidden.add_(out.abs().reshape(-1, out.shape[-1]).mean(0).float().cpu())
 
+        def hidden_pre_hook(mod, args, kwargs):  # families without an input norm: the residual stream
+            x = args[0] if args else kwargs["hidden_states"]
+            hidden.add_(x.abs().reshape(-1, x.shape[-1]).mean(0).float().cpu())
+
         def layer_hook(mod, args, kwargs, out, i=i):
             x = args[0] if args else kwargs["hidden_states"]
             y = out[0] if isinstance(out, tuple) else out
@@ -72,7 +85,9 @@ def activation_scores(model, calibration: torch.Tensor, batch: int = 4) -> Score
         hooks += [
             layer.mlp.down_proj.register_forward_pre_hook(ffn_hook),
             layer.self_attn.o_proj.register_forward_pre_hook(head_hook),
-            layer.input_layernorm.register_forward_hook(hidden_hook),
+            getattr(layer, family.hidden_probe).register_forward_hook(hidden_hook)
+            if family.hidden_probe
+            else layer.register_forward_pre_hook(hidden_pre_hook, with_kwargs=True),
             layer.register_forward_hook(layer_hook, with_kwargs=True),
         ]
     try:
@@ -89,15 +104,16 @@ def magnitude_scores(model, calibration: torch.Tensor | None = None) -> Scores:
     """Weight-norm importance; layer scores still come from block influence when data is given."""
     heads, kv, hd = _dims(model)
     ffn, head = [], []
-    for layer in model.model.layers:
-        mlp, attn = layer.mlp, layer.self_attn
-        ffn.append(mlp.gate_proj.weight.norm(dim=1) + mlp.up_proj.weight.norm(dim=1) + mlp.down_proj.weight.norm(dim=0))
-        head.append(attn.o_proj.weight.reshape(-1, heads, hd).norm(dim=(0, 2)))
-    hidden = model.model.embed_tokens.weight.norm(dim=0)
+    family = family_of(model.config)
+    for layer in family.layers(model):
+        w = {name: _weight(model, layer, name) for name in ("gate", "up", "down", "o")}
+        ffn.append(w["gate"].norm(dim=1) + w["up"].norm(dim=1) + w["down"].norm(dim=0))
+        head.append(w["o"].reshape(-1, heads, hd).norm(dim=(0, 2)))
+    hidden = family.embed(model).weight.norm(dim=0)
     if calibration is not None:
         layers = activation_scores(model, calibration).layers
     else:  # without data: how strongly each layer writes into the residual stream
-        layers = torch.stack([_writes(layer) for layer in model.model.layers])
+        layers = torch.stack([_writes(layer) for layer in family.layers(model)])
     head = torch.stack(head)
     return Scores(torch.stack(ffn), _group_scores(head, heads, kv), hidden, layers, head)
 
@@ -114,25 +130,23 @@ def taylor_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
         rows = calibration[start : start + batch]
         model(input_ids=rows, labels=rows).loss.backward()
 
-    def saliency(w: torch.nn.Parameter) -> torch.Tensor:
-        return (w.detach() * w.grad).abs()
+    family = family_of(model.config)
+
+    def saliency(layer, name: str) -> torch.Tensor:
+        return (_weight(model, layer, name).detach() * _weight(model, layer, name, grad=True)).abs()
 
     ffn, head, kv_own = [], [], []
     with torch.no_grad():
-        for layer in model.model.layers:
-            mlp, attn = layer.mlp, layer.self_attn
+        for layer in family.layers(model):
             # a KV group also owns its k/v rows, which its query heads' scores do not count
-            kv_own.append(sum(saliency(p.weight).reshape(kv, -1).sum(1) for p in (attn.k_proj, attn.v_proj)))
-            ffn.append(
-                saliency(mlp.gate_proj.weight).sum(1)
-                + saliency(mlp.up_proj.weight).sum(1)
-                + saliency(mlp.down_proj.weight).sum(0)
-            )
+            kv_own.append(sum(saliency(layer, name).reshape(kv, -1).sum(1) for name in ("k", "v")))
+            ffn.append(saliency(layer, "gate").sum(1) + saliency(layer, "up").sum(1) + saliency(layer, "down").sum(0))
             head.append(
-                saliency(attn.o_proj.weight).reshape(-1, heads, hd).sum(dim=(0, 2))
-                + saliency(attn.q_proj.weight).reshape(heads, hd, -1).sum(dim=(1, 2))
+                saliency(layer, "o").reshape(-1, heads, hd).sum(dim=(0, 2))
+                + saliency(layer, "q").reshape(heads, hd, -1).sum(dim=(1, 2))
             )
-        hidden = saliency(model.model.embed_tokens.weight).sum(0)
+        embed = family.embed(model).weight
+        hidden = (embed.detach() * embed.grad).abs().sum(0)
     model.zero_grad(set_to_none=True)
     layers = activation_scores(model, calibration).layers
     head = torch.stack(head)
@@ -166,7 +180,7 @@ def loo_scores(model, calibration: torch.Tensor) -> Scores:
     base = activation_scores(model, calibration)
     full = math.exp(calibration_loss(model, calibration))
     increase = []
-    for layer in model.model.layers:
+    for layer in family_of(model.config).layers(model):
         hook = layer.register_forward_hook(_skip, with_kwargs=True)
         try:
             increase.append(math.exp(calibration_loss(model, calibration)) - full)

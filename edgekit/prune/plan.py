@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from edgekit.arch import keep_layers
 from edgekit.prune.importance import Scores
 from edgekit.prune.surgery import Keep, group_size, head_dim
 
@@ -75,7 +76,7 @@ def planned_config(config, plan: PrunePlan):
     new = copy.deepcopy(config)
     groups, per_group = kept_attention(config, plan)
     new.head_dim = head_dim(config)
-    new.num_hidden_layers = config.num_hidden_layers - plan.layers
+    keep_layers(new, list(range(config.num_hidden_layers - plan.layers)))  # which ones is decided later
     new.intermediate_size = kept_size(config.intermediate_size, plan.ffn, plan.round_to)
     new.hidden_size = kept_size(config.hidden_size, plan.hidden, plan.round_to)
     new.num_key_value_heads, new.num_attention_heads = groups, groups * per_group

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import torch
 
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")  # logical names (edgekit.arch)
 
 
 def _projections(model):
-    for layer in model.model.layers:
-        for parent in (layer.self_attn, layer.mlp):
-            for name in PROJECTIONS:
-                if hasattr(parent, name):
-                    yield getattr(parent, name).weight
+    """Every decoder projection weight; fused ones (Phi-3's qkv_proj, gate_up_proj) as row-slice views,
+    so each logical matrix is sparsified on its own and none is skipped."""
+    from edgekit.arch import family_of
+
+    family = family_of(model.config)
+    for layer in family.layers(model):
+        for name in PROJECTIONS:
+            param, rows, _ = family.projection(layer, name, model.config)
+            yield param.data if rows is None else param.data[rows]
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Cut structures out of a Llama / Mistral / Qwen2 model and return an ordinary HF model.
+"""Cut structures out of a model of any registered family (edgekit.arch) and return an ordinary HF model.
 
 Instead of editing modules in place (where stale attributes such as head counts or layer indices
 break the KV cache or export), a new model is built from the shrunk config and the kept rows and
@@ -8,6 +8,8 @@ columns are copied into it. The config then describes the new shapes exactly, so
 Hidden-width pruning changes what RMSNorm averages over (d_new channels instead of d_old). The norm
 weights are scaled by sqrt(d_old / d_new) and ``rms_norm_eps`` by d_old / d_new, which makes removing
 channels that carry zeros exact, and is the right correction when removed channels are quiet.
+Gemma's (1 + w) norms get the same correction on their effective gain. Which tensors exist, where
+fused projections are split and which axis each index runs along all come from the family spec.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from edgekit.arch import family_of, head_dim, keep_layers, kv_rows, q_rows
+from edgekit.arch.base import FFN, HEAD_DIM, HIDDEN, KV, VOCAB, Q
+from edgekit.errors import UnsupportedModelError
+
+__all__ = ["Keep", "apply_keep", "check_keep", "group_size", "head_dim", "keep_everything", "pruned_config"]
 
 
 @dataclass
@@ -32,10 +40,6 @@ class Keep:
     groups: list[torch.Tensor]  # per kept layer: KV-group indices (query heads follow their group)
     hidden: torch.Tensor  # hidden dims
     heads: list[torch.Tensor] | None = None  # per kept layer: [kept groups, q per group] in-group positions
-
-
-def head_dim(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def group_size(config) -> int:
@@ -69,16 +73,12 @@ def pruned_config(config, keep: Keep):
     new = copy.deepcopy(config)
     per_group = keep.heads[0].shape[1] if keep.heads else group_size(config)
     new.head_dim = head_dim(config)
-    new.num_hidden_layers = len(keep.layers)
+    keep_layers(new, keep.layers)
     new.intermediate_size = len(keep.ffn[0])
     new.num_key_value_heads = len(keep.groups[0])
     new.num_attention_heads = len(keep.groups[0]) * per_group
     new.hidden_size = len(keep.hidden)
     new.rms_norm_eps = config.rms_norm_eps * config.hidden_size / new.hidden_size
-    if getattr(config, "layer_types", None):
-        new.layer_types = [config.layer_types[i] for i in keep.layers]
-    if getattr(config, "max_window_layers", None) is not None:
-        new.max_window_layers = min(config.max_window_layers, new.num_hidden_layers)
     return new
 
 
@@ -94,47 +94,82 @@ def query_heads(groups: torch.Tensor, per_group: int, in_group: torch.Tensor | N
     return (groups[:, None] * per_group + in_group).reshape(-1)
 
 
-def _copy_linear(src: torch.nn.Linear, dst: torch.nn.Linear, rows: torch.Tensor, cols: torch.Tensor) -> None:
-    dst.weight.copy_(src.weight[rows][:, cols])
-    if src.bias is not None:
-        dst.bias.copy_(src.bias[rows])
+def _view(param: torch.Tensor, rows: slice | None) -> torch.Tensor:
+    return param if rows is None else param[rows]
 
 
-def _copy_layer(src, dst, config, groups, ffn, in_group, h) -> None:
-    hd = head_dim(config)
-    q_rows = _rows(query_heads(groups, group_size(config), in_group), hd)
-    kv_rows = _rows(groups, hd)
-    attn, new_attn = src.self_attn, dst.self_attn
-    _copy_linear(attn.q_proj, new_attn.q_proj, q_rows, h)
-    _copy_linear(attn.k_proj, new_attn.k_proj, kv_rows, h)
-    _copy_linear(attn.v_proj, new_attn.v_proj, kv_rows, h)
-    _copy_linear(attn.o_proj, new_attn.o_proj, h, q_rows)
-    _copy_linear(src.mlp.gate_proj, dst.mlp.gate_proj, ffn, h)
-    _copy_linear(src.mlp.up_proj, dst.mlp.up_proj, ffn, h)
-    _copy_linear(src.mlp.down_proj, dst.mlp.down_proj, h, ffn)
+def _norm(weight: torch.Tensor, scale: float, offset: float) -> torch.Tensor:
+    """RMSNorm weight whose effective gain (offset + w) is multiplied by ``scale``."""
+    return (weight + offset) * scale - offset if scale != 1.0 else weight
+
+
+def _copy_layer(family, src, dst, config, new_config, index: dict[str, torch.Tensor | None], scales) -> None:
+    """Copy every logical tensor of one layer, indexing each axis by the kept indices of its kind."""
+    source, target = family.logical_tensors(src, config), family.logical_tensors(dst, new_config)
+    if source.keys() != target.keys():
+        raise UnsupportedModelError(
+            f"{config.model_type}: pruned layer has tensors {sorted(target)}, not {sorted(source)}"
+        )
+    for name, (param, rows, axes) in source.items():
+        data = _view(param, rows)
+        for dim, kind in enumerate(axes):
+            if index[kind] is not None:
+                data = data.index_select(dim, index[kind])
+        if len(axes) == 1 and name.endswith(("norm", "layernorm")):
+            data = _norm(data, scales[axes[0]], family.norm_offset)
+        dst_param, dst_rows, _ = target[name]
+        _view(dst_param, dst_rows).copy_(data)
+
+
+def _assert_all_written(new) -> None:
+    """Every parameter of the new model was filled with NaN first; any NaN left was never written."""
+    missing = [name for name, p in new.named_parameters() if torch.isnan(p).any()]
+    if missing:
+        raise UnsupportedModelError(
+            f"surgery left {len(missing)} parameter(s) unwritten ({', '.join(missing[:3])}): the family "
+            "spec in edgekit/arch does not describe every tensor of this model"
+        )
 
 
 @torch.no_grad()
 def apply_keep(model, keep: Keep):
-    """The pruned model (float32, eval mode); ``model`` is left untouched."""
+    """The pruned model (float32, eval mode); ``model`` is left untouched.
+
+    Refuses families outside the edgekit.arch registry, and checks that every parameter of the new
+    model was written from the old one.
+    """
     from transformers import AutoModelForCausalLM
 
     config = model.config
+    family = family_of(config)
     check_keep(config, keep)
     new_config = pruned_config(config, keep)
     new = AutoModelForCausalLM.from_config(new_config, dtype=torch.float32)
+    for p in new.parameters():
+        p.fill_(float("nan"))
     h = keep.hidden
-    norm_scale = math.sqrt(config.hidden_size / len(h))  # see the module docstring
-    new.model.embed_tokens.weight.copy_(model.model.embed_tokens.weight[:, h])
-    new.model.norm.weight.copy_(model.model.norm.weight[h] * norm_scale)
-    if not config.tie_word_embeddings:
-        new.lm_head.weight.copy_(model.lm_head.weight[:, h])
+    hidden_scale = math.sqrt(config.hidden_size / len(h))  # see the module docstring
+    embed = family.embed(model).weight[:, h]
+    if not config.tie_word_embeddings:  # keep the input scale (Gemma: sqrt(hidden)) where the table is free
+        embed = embed * (family.embedding_scale(config) / family.embedding_scale(new_config))
+        family.lm_head(new).weight.copy_(family.lm_head(model).weight[:, h])
+    family.embed(new).weight.copy_(embed)
+    family.final_norm(new).weight.copy_(_norm(family.final_norm(model).weight[h], hidden_scale, family.norm_offset))
     heads = keep.heads or [None] * len(keep.layers)
+    old_layers, new_layers = family.layers(model), family.layers(new)
+    hd = head_dim(config)
     for j, (i, ffn, groups, in_group) in enumerate(zip(keep.layers, keep.ffn, keep.groups, heads, strict=True)):
-        src, dst = model.model.layers[i], new.model.layers[j]
-        _copy_layer(src, dst, config, groups, ffn, in_group, h)
-        dst.input_layernorm.weight.copy_(src.input_layernorm.weight[h] * norm_scale)
-        dst.post_attention_layernorm.weight.copy_(src.post_attention_layernorm.weight[h] * norm_scale)
+        q = _rows(query_heads(groups, group_size(config), in_group), hd)
+        kv = _rows(groups, hd)
+        index = {HIDDEN: h, Q: q, KV: kv, FFN: ffn, HEAD_DIM: None, VOCAB: None}
+        scales = {
+            HIDDEN: hidden_scale,
+            Q: math.sqrt(q_rows(config) / len(q)),
+            KV: math.sqrt(kv_rows(config) / len(kv)),
+            HEAD_DIM: 1.0,
+        }
+        _copy_layer(family, old_layers[i], new_layers[j], config, new_config, index, scales)
+    _assert_all_written(new)
     new.generation_config = copy.deepcopy(model.generation_config)
     return new.eval()
 
@@ -142,6 +177,7 @@ def apply_keep(model, keep: Keep):
 def keep_everything(model) -> Keep:
     """The identity selection (a starting point for removing one kind of structure)."""
     c = model.config
+    family_of(c)  # fail closed before reading shapes an unknown family may not have
     n = c.num_hidden_layers
     return Keep(
         layers=list(range(n)),

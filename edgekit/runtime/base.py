@@ -50,8 +50,12 @@ class Backend(Protocol):
 
     info: ModelInfo
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of ``text``, with BOS etc. when ``add_special_tokens`` (as the HF tokenizer does)."""
+    def tokenize(self, text: str, add_special_tokens: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of ``text``, with BOS etc. when ``add_special_tokens`` (as the HF tokenizer does).
+
+        User text cannot contain control tokens: ``<|im_end|>`` typed in a prompt is tokenized as
+        plain text unless ``parse_special`` (used for text a chat template rendered).
+        """
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; special tokens are skipped."""

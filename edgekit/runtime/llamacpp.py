@@ -53,6 +53,7 @@ class LlamaCppBackend:
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         verbose: bool = False,
+        kv_f32: bool = False,
         **_: object,
     ):
         try:
@@ -76,6 +77,7 @@ class LlamaCppBackend:
                     logits_all=False,  # see the module docstring: logits() asks for all rows itself
                     verbose=verbose,
                     seed=0,
+                    **({"type_k": 0, "type_v": 0} if kv_f32 else {}),  # GGML_TYPE_F32: exact parity (default f16)
                 )
         except (ValueError, RuntimeError) as exc:  # llama.cpp refused the file (it logs why; the wrapper does not)
             raise InputError(path, f"llama.cpp could not load this GGUF file ({exc})") from None
@@ -97,8 +99,8 @@ class LlamaCppBackend:
         )
         self.chat_template = meta.get("chat_template")
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True)
+    def tokenize(self, text: str, add_special_tokens: bool = True, parse_special: bool = False) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=parse_special)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self._llm.detokenize(list(ids)).decode("utf-8", errors="replace")

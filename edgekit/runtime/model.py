@@ -63,7 +63,11 @@ class EdgeModel:
         return self._live().info
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of ``text`` (with BOS when the tokenizer adds one and ``add_special_tokens``)."""
+        """Token ids of ``text`` (with BOS when the tokenizer adds one and ``add_special_tokens``).
+
+        ``text`` is user text: special-token text in it (``<|im_end|>``, ``</s>``) is tokenized as
+        plain text, never as the control token, so a prompt cannot end a turn or fake a role.
+        """
         return self._live().tokenize(check_text(text, "text"), add_special_tokens=add_special_tokens)
 
     def detokenize(self, ids: Sequence[int]) -> str:
@@ -84,7 +88,8 @@ class EdgeModel:
         text = self.chat_prompt(prompt)
         if self.chat_format.template is None:
             return self.tokenize(text)
-        return self.tokenize(text, add_special_tokens=False)
+        # the template writes its own control tokens (<|im_start|> ...), so they are parsed here
+        return self._live().tokenize(text, add_special_tokens=False, parse_special=True)
 
     @property
     def chat_format(self) -> ChatFormat:

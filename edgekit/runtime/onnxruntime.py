@@ -166,8 +166,11 @@ class OrtBackend:
         )
 
     # ---- text ----------------------------------------------------------------------------------
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
+    def tokenize(self, text: str, add_special_tokens: bool = True, parse_special: bool = False) -> list[int]:
+        ids = self._tokenizer.encode(
+            text, add_special_tokens=add_special_tokens, split_special_tokens=not parse_special
+        )
+        return list(ids)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=True)

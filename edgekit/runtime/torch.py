@@ -70,9 +70,10 @@ class TorchBackend:
             extra={"architecture": config.model_type, "device": device},
         )
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids from the HF tokenizer."""
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+    def tokenize(self, text: str, add_special_tokens: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids from the HF tokenizer (special-token text parsed only with ``parse_special``)."""
+        ids = self.tokenizer(text, add_special_tokens=add_special_tokens, split_special_tokens=not parse_special)
+        return list(ids["input_ids"])
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text of ``ids`` without special tokens."""
