@@ -301,5 +301,5 @@ def test_a_gguf_llama_cpp_aborts_on_is_a_native_crash_line_and_a_good_one_is_pro
     with pytest.raises(NativeCrash, match="SIGABRT"):  # check_gguf would refuse it first; the probe is the net
         probe_once(bad)
     probe_once(good_gguf)
-    monkeypatch.setattr(isolate.multiprocessing, "get_context", lambda *_: pytest.fail("probed twice"))
+    monkeypatch.setattr(isolate, "run_isolated", lambda *a, **k: pytest.fail("probed twice"))
     probe_once(good_gguf)
