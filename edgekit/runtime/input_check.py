@@ -88,7 +88,7 @@ def check_fits(n_prompt: int, max_tokens: int, n_ctx: int) -> int:
     if n_prompt == 0:
         raise InputError("prompt", "empty input: at least one token is needed")
     if n_prompt >= n_ctx:
-        advice = "shorten it or raise --n-ctx"
+        advice = "shorten it or raise --context"
         raise ContextOverflow(
             "prompt", f"{n_prompt} tokens do not fit the model's context of {n_ctx} tokens ({advice})"
         )
