@@ -105,11 +105,22 @@ def llama_cpp_f32(folder: Path, out: Path, llama_cpp: Path | None) -> tuple[Path
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # its own gguf-py first
         cmd = [sys.executable, "-c", _CONVERT, str(llama_cpp), str(folder), "--outtype", "f32", "--outfile", str(out)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if done.returncode == 0:
+        if done.returncode == 0 and _vocab_fits(out):
             return out, "llama.cpp convert_hf_to_gguf.py (unknown BPE pre-tokenizer hash taken as gpt-2)"
-        print(f"llama.cpp's converter failed on {folder.name}: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+        why = done.stderr.strip().splitlines()[-1:] if done.returncode else "fewer tokens than embedding rows"
+        print(f"llama.cpp's converter failed on {folder.name}: {why}", flush=True)
     (path,) = export_gguf(folder, out.parent, ["F32"], name=out.stem.removesuffix("-F32"), progress=False)
     return path, "edgekit writer (llama.cpp's converter unavailable)"
+
+
+def _vocab_fits(path: Path) -> bool:
+    """llama.cpp loads a file only if it lists a token per embedding row; its converter does not pad
+    a SentencePiece-style vocabulary to a rounded-up embedding, so such a file cannot be used."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    rows = next(int(t.shape[1]) for t in reader.tensors if t.name == "token_embd.weight")
+    return len(reader.fields["tokenizer.ggml.tokens"].data) == rows
 
 
 def quantized_bits(path: Path) -> tuple[int, int]:
@@ -148,6 +159,10 @@ def bench_model(label: str, folder: Path, work: Path, tokens: int, bpws: list[fl
     presets = export_gguf(folder, work / "preset", list(HEADLINE), progress=False)
     for level, path in zip(HEADLINE, presets, strict=True):
         note(f"edgekit preset {level} (imatrix)", measure(path, folder, tokens))
+    from edgekit.export.mix import smallest_bpw
+
+    out["smallest_bpw"] = floor = smallest_bpw(f32)
+    bpws = [b for b in bpws if b >= floor]  # widths K-quants cannot hold set a floor (4.5 bits there)
     started = time.perf_counter()
     paths = export_gguf(folder, work / "alloc", list(HEADLINE), allocate="auto", bpw=bpws, progress=False)
     out["allocate_seconds"] = round(time.perf_counter() - started, 1)
@@ -172,6 +187,39 @@ def bench_model(label: str, folder: Path, work: Path, tokens: int, bpws: list[fl
     }
     print(label, "ratios", out["ratios"], flush=True)
     return out
+
+
+def imatrix_study(folder: Path, work: Path, ggml_type: str = "Q4_K") -> dict:
+    """Measured KL per tensor at ``ggml_type`` with and without the importance matrix, summed by role.
+
+    One tensor quantized at a time (the rest fp), measured (forward passes on 1024 calibration
+    tokens), so each sum says where the matrix helps and where it hurts.
+    """
+    import re
+
+    from edgekit.data import training_set
+    from edgekit.export.gguf import _imatrix_for
+    from edgekit.export.sensitivity import probe
+    from edgekit.models import load_model, load_tokenizer
+
+    (base,) = export_gguf(folder, work / "study", ["F32"], name="study", progress=False)
+    model, tokenizer = load_model(folder), load_tokenizer(folder)
+    rows = training_set(tokenizer, seq_len=256, max_sequences=16)
+    imx, _ = _imatrix_for(model, tokenizer, "auto", rows, "study")
+    result = probe(model, base, rows, imatrix=imx, types=(ggml_type,), method="measure", workdir=work / "study")
+    roles: dict[str, dict[str, float]] = {}
+    for name, opts in result.options.items():
+        kl = {o.imatrix: o.kl for o in opts if o.ggml_type == ggml_type}
+        if len(kl) < 2:
+            continue
+        role = re.sub(r"^blk\.\d+\.", "", name).removesuffix(".weight")
+        entry = roles.setdefault(role, {"plain": 0.0, "imatrix": 0.0, "tensors": 0, "imatrix_worse": 0})
+        entry["plain"] += kl[False]
+        entry["imatrix"] += kl[True]
+        entry["tensors"] += 1
+        entry["imatrix_worse"] += int(kl[True] > kl[False])
+    print("imatrix study", json.dumps(roles, indent=1), flush=True)
+    return roles
 
 
 def _type_counts(types: dict[str, str]) -> dict[str, int]:
@@ -220,6 +268,40 @@ def svg(results: list[dict], path: Path) -> None:
     path.write_text("\n".join(parts) + "\n")
 
 
+_NO_REPACK = """
+try:
+    import llama_cpp
+    import llama_cpp.llama as _module
+except Exception:
+    pass
+else:
+    _defaults = llama_cpp.llama_model_default_params
+
+    def _params():
+        p = _defaults()
+        p.use_extra_bufts = False
+        return p
+
+    _module.llama_cpp.llama_model_default_params = _params
+"""
+
+
+def _without_repacked_buffers(work: Path) -> None:
+    """Load GGUF files without llama.cpp's repacked CPU weight buffers (``use_extra_bufts``).
+
+    The llama-cpp-python 0.3.36 build this was measured with dies (general protection fault in
+    libggml-cpu) evaluating Q4_0, Q4_K and Q8_0 weights through those buffers on an AVX-512 CPU;
+    the plain buffers compute the same products. Verification runs the runtime in a child process,
+    so the change goes in a ``sitecustomize`` module every child Python of this run imports.
+    """
+    folder = work / "site"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_NO_REPACK)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+    sys.path.insert(0, str(folder))
+    exec(_NO_REPACK, {})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="demo,qwen2-384,mistral-512")
@@ -229,10 +311,12 @@ def main() -> None:
     parser.add_argument("--bpw", default="3.5,4,4.5,5,5.5,6")
     parser.add_argument("--steps", type=int, default=80, help="training steps of the non-demo models")
     parser.add_argument("--llama-cpp", type=Path, default=None, help="llama.cpp source tree (its converter)")
+    parser.add_argument("--imatrix-study", action="store_true", help="only: per-role KL with / without imatrix")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     bpws = [float(b) for b in args.bpw.split(",") if b]
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quant-alloc."))
+    _without_repacked_buffers(work)
     results = []
     for name in args.models.split(","):
         if name == "demo":
@@ -241,10 +325,15 @@ def main() -> None:
             folder = demo_teacher(progress=False)
         else:
             folder = trained_model(name, work, args.steps)
+        if args.imatrix_study:
+            results.append({"model": name, "imatrix_study_q4_k": imatrix_study(folder, work / name)})
+            continue
         results.append(bench_model(name, folder, work / name, args.tokens, bpws, args.llama_cpp))
     doc = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}}
     doc["models"] = results
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.imatrix_study:
+        return
     svg(results, args.out.with_suffix(".svg"))
     for res in results:
         print(res["model"], {k: round(v["kl_ratio"], 3) for k, v in res["ratios"].items()})

@@ -218,8 +218,8 @@ def tiny_config(spec: TinySpec) -> Any:
         kwargs["layer_types"] = [
             "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(spec.num_layers)
         ]
-    if kwargs.pop("rope_theta") != 10000.0:
-        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": spec.rope_theta}
+    if "rope_theta" not in (AutoConfig.for_model(spec.arch).rope_parameters or {}):
+        del kwargs["rope_theta"]  # per-layer-type bases (Gemma 3): keep the family's local/global pair
     return AutoConfig.for_model(spec.arch, **kwargs)
 
 

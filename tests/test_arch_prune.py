@@ -76,3 +76,16 @@ def test_layer_prune_that_breaks_llama_cpps_nope_pattern_is_refused():
         kept = [i for i in range(8) if i != drop]
         keep.layers, keep.ffn, keep.groups = kept, keep.ffn[:7], keep.groups[:7]
         assert bool(gguf_problems(pruned_config(model.config, keep))) == refused
+
+
+def test_surgery_notices_a_spec_that_misses_a_tensor(monkeypatch):
+    """The NaN fill catches an incomplete family spec (here Gemma 3 without its feed-forward norms)."""
+    import dataclasses
+
+    from edgekit.arch import REGISTRY as registry
+
+    model = tiny_model(arch="gemma3_text", **SMALL)
+    broken = dataclasses.replace(registry["gemma3_text"], layer_norms=("input_layernorm", "post_attention_layernorm"))
+    monkeypatch.setitem(registry, "gemma3_text", broken)
+    with pytest.raises(UnsupportedModelError, match=r"unwritten.*feedforward_layernorm"):
+        apply_keep(model, keep_everything(model))

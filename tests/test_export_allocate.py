@@ -102,3 +102,27 @@ def test_overrides_are_anchored_per_tensor():
     options = _model({"blk.0.attn_v.weight": 256}, lambda *a: 1.0)
     chosen = allocate(options, {"blk.0.attn_v.weight": ("Q4_K", False)}, 10**6)
     assert type_overrides(chosen) == {r"^blk\.0\.attn_v\.weight$": "Q4_K"}
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--bpw", "4,abc"], "--bpw"),
+        (["--bpw", "1.5"], "between 2 and 16"),
+        (["--allocate", "guess"], "--allocate"),
+        (["--allocate", "none", "--bpw", "4"], "sensitivity allocation"),
+    ],
+)
+def test_cli_refuses_bad_allocation_flags_before_loading_anything(tmp_path, args, words):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekit", "export", str(tmp_path / "missing-model"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert "missing-model" not in result.stderr  # the flag is judged before the model is looked for

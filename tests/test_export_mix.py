@@ -51,8 +51,11 @@ def test_bits_per_weight_targets_hold_their_budget(trained_tiny_dir, tmp_path):
     assert low < high
 
 
-def test_widths_k_quants_cannot_hold_get_llama_cpps_fallbacks(make_tiny_hf, tmp_path):
-    model_dir = make_tiny_hf("qwen2", hidden_size=320, intermediate_size=512, num_heads=4, num_kv_heads=2)
+def test_widths_k_quants_cannot_hold_get_llama_cpps_fallbacks(bpe_tokenizer, tmp_path):
+    from edgekit.models import TinySpec, save_model, tiny_model
+
+    spec = TinySpec(arch="qwen2", vocab_size=len(bpe_tokenizer) + 64, hidden_size=320, tie_word_embeddings=True)
+    model_dir = save_model(tiny_model(spec), bpe_tokenizer, tmp_path / "model")
     (path,) = export_gguf(model_dir, tmp_path, ["Q4_K_M"], allocate="fisher", progress=False)
     reader = gguf.GGUFReader(path)
     for t in reader.tensors:

@@ -148,6 +148,9 @@ def test_a_pruned_shape_transformers_cannot_reload_is_rejected(tmp_path):
     model = tiny_model()
     pruned, _ = prune_model(model, PrunePlan(hidden=0.1), torch.randint(0, model.config.vocab_size, (2, 16)))
     saved_and_loaded = lambda: load_model(save_model(pruned, None, tmp_path / "pruned"))  # noqa: E731
-    assert "hidden size" in _stage_rejects(saved_and_loaded)
-    keys = _rejected_keys(tmp_path, "prune.hidden=0.1", "export.gguf_levels=['Q8_0']")
+    overrides = ("prune.hidden=0.1", "export.gguf_levels=['Q8_0']")
+    if _stage_rejects(saved_and_loaded) is None:  # transformers < 5 does not validate head counts
+        _preflight(tmp_path, *overrides)  # then preflight must not refuse it either
+        return
+    keys = _rejected_keys(tmp_path, *overrides)
     assert "prune" in keys and "hidden size" in keys["prune"]

@@ -51,40 +51,73 @@ def _edit(monkeypatch, relative: str) -> None:
     fingerprint.clear_cache()
 
 
+def _code(stage: str) -> set[str]:
+    return set(fingerprint.stage_fingerprint(stage)["code"])
+
+
 def test_a_stage_covers_the_modules_it_runs_and_not_the_others():
-    prune = fingerprint.stage_fingerprint("prune")["code"]
-    distill = fingerprint.stage_fingerprint("distill")["code"]
-    assert "edgekit/prune/surgery.py" in prune and "edgekit/prune/surgery.py" not in distill
-    assert "edgekit/distill/trainer.py" in distill and "edgekit/distill/trainer.py" not in prune
-    assert "edgekit/export/quantize.py" in fingerprint.stage_fingerprint("export")["code"]
+    """Closures follow imports (lazy ones too): shared modules count for every stage that can run them."""
+    assert "edgekit/prune/surgery.py" in _code("prune")
+    assert "edgekit/distill/trainer.py" in _code("distill")
+    assert "edgekit/export/quantize.py" in _code("export")
+    assert "edgekit/bench/harness.py" in _code("bench") and "edgekit/bench/harness.py" not in _code("distill")
+    assert "edgekit/pipeline/stages.py::run_prune" in _code("prune") and "edgekit/pipeline/stages.py" not in _code(
+        "prune"
+    )
     assert set(fingerprint.stage_fingerprint("export")["tools"]) >= {"llama-cpp-python", "onnxruntime", "gguf"}
 
 
-def test_a_changed_stage_module_reruns_that_stage_and_the_ones_after_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stage", ["prune", "export"])
+def test_a_changed_stage_module_reruns_that_stage_and_the_ones_after_it(stage, tmp_path, monkeypatch):
+    """A module in this stage's code but in no earlier stage's reruns this stage and every later one."""
+    earlier = CHAIN[: CHAIN.index(stage)]
+    own = sorted(f for f in _code(stage) - set().union(*(_code(e) for e in earlier)) if "::" not in f)
+    own = own or [f"pipeline/stages.py::{fingerprint.STAGE_FUNCTIONS[stage]}"]
     calls: list[str] = []
     _chain(tmp_path, calls)
     assert calls == list(CHAIN)
     calls.clear()
     _chain(tmp_path, calls)
     assert calls == []  # nothing changed: everything reused
+    if "::" in own[0]:
+        _edit_function(monkeypatch, fingerprint.STAGE_FUNCTIONS[stage])
+    else:
+        _edit(monkeypatch, own[0].removeprefix("edgekit/"))
+    _chain(tmp_path, calls)
+    assert calls == list(CHAIN[CHAIN.index(stage) :]), own[0]
+
+
+def test_a_shared_module_reruns_every_stage_that_runs_it(tmp_path, monkeypatch):
+    calls: list[str] = []
+    _chain(tmp_path, calls)
+    calls.clear()
     _edit(monkeypatch, "prune/surgery.py")
     _chain(tmp_path, calls)
-    assert calls == ["prune", "recover", "export"]
+    first = next(s for s in CHAIN if "edgekit/prune/surgery.py" in _code(s))
+    assert calls == list(CHAIN[CHAIN.index(first) :])
+
+
+def _edit_function(monkeypatch, function: str) -> None:
+    original = fingerprint._source
+    stages = fingerprint.PACKAGE_ROOT / "pipeline" / "stages.py"
+
+    def edited(path):
+        data = original(path)
+        return (
+            data.replace(f"def {function}(".encode(), f"def {function}(  # changed\n".encode(), 1)
+            if path == stages
+            else data
+        )
+
+    monkeypatch.setattr(fingerprint, "_source", edited)
+    fingerprint.clear_cache()
 
 
 def test_a_change_to_one_stages_function_in_stages_py_reruns_only_from_that_stage(tmp_path, monkeypatch):
     calls: list[str] = []
     _chain(tmp_path, calls)
     calls.clear()
-    original = fingerprint._source
-    stages = fingerprint.PACKAGE_ROOT / "pipeline" / "stages.py"
-
-    def edited(path):
-        data = original(path)
-        return data.replace(b"def run_export(", b"def run_export(  # changed\n", 1) if path == stages else data
-
-    monkeypatch.setattr(fingerprint, "_source", edited)
-    fingerprint.clear_cache()
+    _edit_function(monkeypatch, "run_export")
     _chain(tmp_path, calls)
     assert calls == ["export"]
 
@@ -106,7 +139,7 @@ def test_a_new_tool_version_reruns_the_stages_that_call_it(tmp_path, monkeypatch
 
 def test_dry_run_names_the_first_stage_to_run_and_what_changed(tmp_path, monkeypatch):
     _chain(tmp_path, [])
-    _edit(monkeypatch, "prune/plan.py")
+    _edit_function(monkeypatch, "run_prune")
     calls: list[str] = []
     with pytest.raises(WouldRun) as stop:
         _chain(tmp_path, calls, dry_run=True)
@@ -114,7 +147,8 @@ def test_dry_run_names_the_first_stage_to_run_and_what_changed(tmp_path, monkeyp
     before = next((tmp_path / "stages").glob("prune-*/stage.json"))
     from edgekit.fileio import read_json
 
-    assert differences(read_json(before), stop.value.identity) == ["code edgekit/prune/plan.py changed"]
+    changed = differences(read_json(before), stop.value.identity)
+    assert changed == ["code edgekit/pipeline/stages.py::run_prune changed"]
 
 
 def test_differences_word_tools_and_settings():

@@ -91,6 +91,8 @@ def distill(
 
     The student learns the teacher's whole next-token distribution, not just the right token: at temperature T the teacher's near-misses ("dark knowledge", Hinton 2015) carry most of the signal, and the T² factor keeps that signal's gradient scale independent of T. Held-out KL(teacher ‖ student), top-1 agreement and perplexity are printed at the end; see docs/distillation.md.
 
+    Any causal LM that transformers loads can be the teacher (only its forward pass is used, e.g. with --student DIR); a student derived from the teacher, pruning and export need one of the families in docs/families.md.
+
     Examples:
 
       edgekit distill demo --student-layers 2 --steps 300 --out distilled/demo

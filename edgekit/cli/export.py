@@ -58,6 +58,7 @@ def export(
 
     if fmt not in ("gguf", "onnx"):
         raise typer.BadParameter(f"unknown format {fmt!r}; use gguf or onnx", param_hint="--format")
+    _check_allocate(allocate, _bits_per_weight(bpw) if bpw else [], fmt)  # before any loading
     from edgekit.loading import using
 
     profile = load_target(target) if target else None

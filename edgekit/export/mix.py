@@ -94,6 +94,7 @@ def plan_mixes(
     """
     started = time.perf_counter()
     fixed = fixed or {}
+    _check_bpw(base, bpws)
     presets = {level: preset_of(base, level, imatrix, fixed, workdir) for level in levels}
     types = list(dict.fromkeys([*CANDIDATES, *fixed.values(), *(t for p in presets.values() for t, _ in p.values())]))
     always = {t for t in types if t not in CANDIDATES} | {t.upper() for t in fixed.values()}
@@ -133,6 +134,37 @@ def plan_mixes(
             info["measured_kl"] = measure_mix(model, rows, base, result, {n: o.key for n, o in chosen.choice.items()})
         mixes[label] = Mix(label, level, chosen, kept, info)
     return mixes
+
+
+def smallest_bpw(base: Path) -> float:
+    """Bits per weight of the smallest candidate mix of the F32 GGUF ``base``: every weight at the
+    smallest candidate type its row length allows (4.5 where K-quants' 256-weight rows do not fit)."""
+    import gguf
+
+    from edgekit.export.allocate import tensor_bytes
+
+    total_bytes = total_weights = 0
+    for t in gguf.GGUFReader(base).tensors:
+        if len(t.shape) < 2 or t.name == "rope_freqs.weight":
+            continue
+        row, n = int(t.shape[0]), int(t.n_elements)
+        fits = [k for k in (*CANDIDATES, "Q4_0") if row % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[k]][0] == 0]
+        total_bytes += min(tensor_bytes(k, n) for k in fits)
+        total_weights += n
+    return total_bytes * 8 / total_weights
+
+
+def _check_bpw(base: Path, bpws: list[float]) -> None:
+    """Refuse, before any probing, bits-per-weight targets no mix of this model can meet."""
+    from edgekit.errors import ConfigError, Problem
+
+    if not bpws:
+        return
+    floor = smallest_bpw(base)
+    low = [b for b in bpws if b < floor]
+    if low:
+        why = f"below the {floor:.2f} bits per weight of this model's smallest types"
+        raise ConfigError([Problem("export", f"bpw {b:g}", why) for b in low])
 
 
 def _lookup(options, chosen: dict[str, tuple[str, bool]]):

@@ -78,14 +78,19 @@ class TensorMap:
     """
 
     def __init__(self, model, base_reader):
+        from edgekit.arch import family_of
+        from edgekit.errors import UnsupportedModelError
         from edgekit.export.gguf import gguf_name
 
+        family, n_blocks = family_of(model.config), model.config.num_hidden_layers
         params = dict(model.named_parameters(remove_duplicate=False))
         by_gguf = {}
         for hf_name in params:
-            name = gguf_name(hf_name)
-            if name is not None and not name.endswith("?") and name not in by_gguf:
-                by_gguf[name] = hf_name
+            try:
+                name = gguf_name(hf_name, family, n_blocks)
+            except UnsupportedModelError:  # not a tensor the GGUF stores
+                continue
+            by_gguf.setdefault(name, hf_name)
         self.params: dict[str, torch.nn.Parameter] = {}
         self.rows: dict[str, np.ndarray | None] = {}
         for t in base_reader.tensors:

@@ -2,8 +2,10 @@
 
 A stage's code is the transitive closure of the edgekit modules its body imports (module-level and
 inside functions, read from the source, not from ``sys.modules``), starting from its function in
-``stages.py``; the fingerprint hashes those files' bytes. Editing a module the prune stage uses
-changes the prune key (so it and every stage after it rerun) but not the distill key. Stages not
+``stages.py``; the fingerprint hashes those files' bytes (of stages.py, only the stage's own
+functions). Editing a module only the export stage runs (``export/onnx.py``) changes the export key,
+so export and every stage after it rerun, but not the distill key. Granularity is the module: a lazy
+import anywhere in a module counts, which is coarse but never misses code the stage can run. Stages not
 in ``STAGE_FUNCTIONS`` (tests, ad-hoc runners) are keyed on the whole package, which is always
 safe, only coarser. Tool versions come from installed distributions' metadata (nothing imported).
 """
@@ -111,7 +113,7 @@ def closure(roots: set[str]) -> set[str]:
         if module in seen or _module_file(module) is None:
             continue
         seen.add(module)
-        if module == STAGES_MODULE:
+        if module in (STAGES_MODULE, "edgekit"):  # the root package is the public facade (edgekit.load)
             continue
         todo += _imports_of(module)
     return seen | {p for m in seen for p in _parents(m) if _module_file(p) is not None}
