@@ -109,3 +109,19 @@ class NativeCrash(EdgekitError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class ResourceError(EdgekitError):
+    """The machine ran out of something the work needs (disk space, memory); the message says which and where."""
+
+    exit_code = 7
+
+
+class IntegrityError(EdgekitError):
+    """A file's bytes differ from the sha256 recorded for it (tampered, truncated or replaced)."""
+
+    exit_code = 3  # a verification failure, like an artifact that fails its quality gate
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}")

@@ -36,6 +36,8 @@ def _is_local(name_or_path: str | Path) -> bool:
 def _describe_load_failure(name_or_path: str | Path, exc: Exception) -> str:
     """Turn transformers' long exceptions into one line a user can act on."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "ignore_mismatched_sizes" in text:  # transformers points at a report it logged, not at the weight
+        return "a weight's shape does not match the model's config.json (see the load report above)"
     if _is_local(name_or_path):
         return f"cannot load model folder ({text})"
     if any(word in text.lower() for word in ("connect", "offline", "resolve", "network", "couldn't")):
@@ -113,18 +115,22 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
+    from edgekit.runtime.safetensors_check import check_loading_info
+
     ensure_available(name_or_path)
     opts = options_for(name_or_path)  # the user's loading options apply to the model they named
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             str(name_or_path),
             dtype=dtype or (opts.torch_dtype() if opts.dtype != "float32" else torch.float32),
             use_safetensors=True,
             trust_remote_code=trust_remote_code or opts.trust_remote_code,
+            output_loading_info=True,
             **opts.hub_kwargs(),
         )
     except Exception as exc:
         raise InputError(name_or_path, _describe_load_failure(name_or_path, exc)) from None
+    check_loading_info(name_or_path, info)  # a missing weight is an error, never a random initialisation
     return model.to(device).eval()
 
 

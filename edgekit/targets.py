@@ -7,14 +7,13 @@ problem in a file is reported at once, each naming the file and the dotted key.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekit.errors import ConfigError, InputError, Problem
-from edgekit.fileio import package_data_dir
+from edgekit.fileio import package_data_dir, read_toml
 from edgekit.formats import LEVELS, levels_for
 
 Positive = Annotated[float, Field(gt=0)]
@@ -22,7 +21,9 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real types, so `threads = true` or `imatrix = "yes"` is a mistake, not a 1 or a True;
+    # allow_inf_nan off: `memory_gb = inf` would turn every budget and speed figure into inf or an overflow
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Hardware(_Strict):
@@ -178,6 +179,14 @@ class TargetProfile(_Strict):
             raise ValueError(f"runtime.threads ({self.runtime.threads}) exceeds hardware.cpu_cores")
         return self
 
+    @model_validator(mode="after")
+    def _ladders_not_empty(self) -> TargetProfile:
+        """A format that is exported needs at least one level, else ``build`` trains for nothing."""
+        for fmt in self.export.formats:
+            if not self.ladder(fmt):
+                raise ValueError(f"export.{fmt}_ladder is empty but export.formats lists {fmt!r}")
+        return self
+
     def ladder(self, fmt: str) -> list[str]:
         """The quantization ladder for a format (empty when the format is not exported)."""
         if fmt not in self.export.formats:
@@ -237,8 +246,4 @@ def parse_target(data: dict, source: str) -> TargetProfile:
 def load_target(name_or_path: str | Path) -> TargetProfile:
     """Load and validate a target profile by name or path."""
     path = resolve_target_path(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([Problem(str(path), "", f"not valid TOML ({exc})")]) from None
-    return parse_target(data, str(path))
+    return parse_target(read_toml(path, "target profile"), str(path))

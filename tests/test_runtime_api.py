@@ -10,6 +10,7 @@ import pytest
 
 import edgekit
 from edgekit.errors import ConfigError, InputError
+from edgekit.fileio import sha256_file
 from edgekit.runtime import api
 from edgekit.runtime.base import ModelInfo
 
@@ -54,9 +55,20 @@ def onnx_dir(tmp_path) -> Path:
 
 def _bundle(tmp_path: Path, source: Path, manifest: dict) -> Path:
     bundle = tmp_path / "bundle"
-    shutil.copytree(source, bundle / "models" / "hf")
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    if not bundle.exists():
+        shutil.copytree(source, bundle / "models" / "hf")
+    _write_manifest(bundle, manifest)
     return bundle
+
+
+def _write_manifest(bundle: Path, manifest: dict) -> None:
+    """``manifest`` plus the sha256 list ``write_bundle`` adds (every file but the manifest)."""
+    files = [
+        {"path": p.relative_to(bundle).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(bundle.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    ]
+    (bundle / "manifest.json").write_text(json.dumps({"files": files, **manifest}))
 
 
 def test_load_opens_hf_folder_with_torch_when_backend_is_auto(tiny_llama_dir):
@@ -103,7 +115,7 @@ def test_load_picks_bundle_artifact_of_requested_backend(opened, tiny_llama_dir,
         "recommended": {"artifact": "model.gguf"},
         "artifacts": [{"path": "model.gguf", "format": "gguf"}, {"path": "models/hf", "format": "hf"}],
     }
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _write_manifest(bundle, manifest)
     edgekit.load(bundle)
     edgekit.load(bundle, backend="torch")
     assert [(p.name, b) for p, b, _ in opened] == [("model.gguf", "llama.cpp"), ("hf", "torch")]
@@ -112,7 +124,7 @@ def test_load_picks_bundle_artifact_of_requested_backend(opened, tiny_llama_dir,
 @pytest.mark.parametrize(
     ("manifest", "words"),
     [
-        ({"artifacts": []}, 'no "recommended"'),
+        ({"artifacts": []}, "recommended: required key is missing"),
         ({"recommended": {"artifact": "../../etc"}}, "outside the bundle"),
         ({"recommended": {"artifact": "missing.gguf"}}, "is missing"),
     ],

@@ -50,6 +50,10 @@ def _load(spec: dict[str, Any], mem: PeakMemory, gpu: GpuPeak | None) -> tuple[A
     """Open the artifact ``warmup + repeats`` times (closing all but the last); kept load times in s."""
     times = []
     runs = spec["warmup"] + spec["repeats"]
+    if str(spec["artifact"]).endswith(".gguf"):  # the first-use safety probe is not part of the load time
+        from edgekit.runtime.llamacpp_probe import probe_once
+
+        probe_once(spec["artifact"])
     for rep in range(runs):
         keep = rep >= spec["warmup"]
         with _timed(mem, keep):

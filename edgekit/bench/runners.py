@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shlex
 import subprocess
@@ -14,6 +15,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edgekit.errors import InputError
 
 CHILD_ALLOWANCE_BYTES = 768 * 2**20  # Python + numpy + llama.cpp code and thread stacks on top of the model
 
@@ -110,6 +113,9 @@ class Remote:
     python: str = "python3"
     extra_ssh: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        check_remote(self.host, self.port, self.identity, self.python)
+
     def run(self, spec: dict[str, Any]) -> dict[str, Any]:
         return run_ssh(
             spec,
@@ -120,6 +126,25 @@ class Remote:
             python=self.python,
             extra_ssh=self.extra_ssh,
         )
+
+
+# user@host, host, or user@[ipv6]: letters, digits and . _ - % @ : [ ] only, never a leading '-'
+_HOST = re.compile(r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9_][A-Za-z0-9._%-]*|\[[0-9A-Fa-f:.%]+\])$")
+
+
+def check_remote(host: str, port: int, identity: str | None, python: str) -> None:
+    """Refuse values ssh could read as options (``-oProxyCommand=...``) or that are not what they claim.
+
+    ``run_ssh`` also ends ssh's options with ``--`` before the host, so this is the second wall.
+    """
+    if not isinstance(host, str) or not _HOST.match(host):
+        raise InputError("--ssh", f"{host!r} is not user@host (letters, digits, '.', '-', '_'; no leading '-')")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise InputError("--ssh-port", f"{port!r} is not a port number (1-65535)")
+    if identity is not None and (identity.startswith("-") or not Path(identity).is_file()):
+        raise InputError("--ssh-key", f"{identity!r} is not a key file")
+    if not python or python.startswith("-") or any(c.isspace() or ord(c) < 32 for c in python):
+        raise InputError("--remote-python", f"{python!r} is not a program name or path")
 
 
 def run_ssh(
@@ -139,7 +164,10 @@ def run_ssh(
     remote side one command string, so every remote argument is quoted; nothing the user typed is
     ever interpreted by a shell.
     """
+    check_remote(host, port, identity, python)
+    # "--" ends ssh's options: whatever the host string holds, ssh reads it as the destination
     ssh = ["ssh", "-p", str(port), "-o", "BatchMode=yes", *(["-i", identity] if identity else []), *(extra_ssh or [])]
+    ssh.append("--")
 
     def remote(*argv: str, **kwargs: Any) -> subprocess.CompletedProcess:
         command = " ".join(shlex.quote(a) for a in argv)

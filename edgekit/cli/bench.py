@@ -104,7 +104,9 @@ def _bench(artifacts, suite, profile, model, teacher, out, limit, on_device, gpu
     from edgekit.bench.runners import Remote
 
     remote = (
-        Remote(ssh, port=ssh_port, identity=str(ssh_key) if ssh_key else None, python=remote_python) if ssh else None
+        Remote(ssh, port=ssh_port, identity=str(ssh_key) if ssh_key else None, python=remote_python)
+        if ssh is not None  # an empty --ssh is a mistake to report, not a request to measure here
+        else None
     )
     results = run_suite(
         paths,

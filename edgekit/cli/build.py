@@ -83,37 +83,57 @@ def build(
 def inspect(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `edgekit build`."),
     as_json: bool = opt.json_option("The manifest as it is."),
+    no_verify_hash: bool = typer.Option(False, "--no-verify-hash", help=opt.VOCABULARY["--no-verify-hash"]),
 ) -> None:
-    """Summarise a bundle: artifacts, verification, speed and the recommended level."""
-    from edgekit.pipeline.bundle import read_manifest
+    """Summarise a bundle: artifacts, verification, speed and the recommended level.
 
-    manifest = read_manifest(bundle)
+    Every file is checked against the manifest's sha256 first (cached per file), so a tampered or
+    truncated bundle is reported instead of summarised.
+    """
+    from edgekit.pipeline.bundle_check import load_manifest, verify_files
+
+    manifest = load_manifest(bundle)
+    if not no_verify_hash:
+        verify_files(bundle, manifest)
     if as_json:
         typer.echo(json.dumps(manifest, indent=2))
         return
-    teacher = manifest["teacher"]
+    from rich.markup import escape
+
+    teacher, student = manifest.get("teacher", {}), manifest.get("student", {})
     console.print(
-        f"[bold]{bundle}[/]  target {manifest['target']}  teacher {teacher['source']}  "
-        f"student {manifest['student']['parameters']:,} parameters"
+        f"[bold]{escape(str(bundle))}[/]  target {escape(str(manifest.get('target', '?')))}  "
+        f"teacher {escape(str(teacher.get('source', '?')))}  student {student.get('parameters', 0):,} parameters"
     )
+    from edgekit.errors import InputError
     from edgekit.pipeline.summary import STAGE_HEADERS, artifact_rows, ship, stage_rows
 
-    headers, rows = artifact_rows(manifest)  # the report's own table and formatting: the same numbers
-    table = Table(title=f"artifacts (★ recommended; target = {manifest['target']}, predicted unless measured there)")
+    try:  # the schema checks what every reader needs; the report's tables read more (lineage, predictions)
+        headers, rows = artifact_rows(manifest)  # the report's own table and formatting: the same numbers
+        rec, shipped = manifest["recommended"], ship(manifest, str(bundle))
+        lineage = stage_rows(manifest)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise InputError(
+            Path(bundle) / "manifest.json", f"bundle manifest lacks what inspect shows ({exc!r})"
+        ) from None
+    target = escape(str(manifest.get("target", "?")))
+    table = Table(title=f"artifacts (★ recommended; target = {target}, predicted unless measured there)")
     for i, col in enumerate(headers):
         table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(str(cell)) for cell in row))
     console.print(table)
-    rec, shipped = manifest["recommended"], ship(manifest, str(bundle))
-    console.print(f"[bold]recommended[/] {rec['artifact']} ({rec['quant']}, {rec.get('basis', '')}): {rec['reason']}")
+    console.print(
+        "[bold]recommended[/] "
+        + escape(f"{rec['artifact']} ({rec.get('quant', '?')}, {rec.get('basis', '')}): {rec.get('reason', '')}")
+    )
     if shipped["sha256"]:
-        console.print(f"sha256 {shipped['sha256']}", highlight=False, soft_wrap=True)
+        console.print(f"sha256 {shipped['sha256']}", highlight=False, soft_wrap=True, markup=False)
     pipeline = Table(title="pipeline (held-out perplexity; KL and top-1 against the teacher)")
     for i, col in enumerate(STAGE_HEADERS):
         pipeline.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in stage_rows(manifest):
-        pipeline.add_row(*row)
+    for row in lineage:
+        pipeline.add_row(*(escape(str(cell)) for cell in row))
     console.print(pipeline)
     console.print(
         f"[dim]{len(manifest['files'])} files with sha256 in manifest.json; report.html tells the whole story[/]"

@@ -45,6 +45,7 @@ VOCABULARY: dict[str, str] = {
     "--top-p": "Nucleus sampling mass (1 disables).",
     "--top-k": "Sample among the K likeliest tokens (0 disables).",
     "--backend": "Runtime: auto, llama.cpp, onnxruntime or torch.",
+    "--no-verify-hash": "Skip checking a bundle's files against the sha256 in its manifest.",
 }
 
 # Command -> {old spelling: the tokens that replace it}. Kept for one release (until edgekit 0.2).

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from edgekit.cli import options as opt
+from edgekit.errors import InputError
+from edgekit.runtime.chat import trim_history
+from edgekit.runtime.input_check import ContextOverflow, check_text
 
 # Options shared by run and chat; each maps to one argument of edgekit.load or EdgeModel.generate.
 _BACKEND = typer.Option("auto", "--backend", help=opt.VOCABULARY["--backend"])
@@ -21,6 +25,7 @@ _TOP_K = typer.Option(0, "--top-k", min=0, help=opt.VOCABULARY["--top-k"])
 _SEED = opt.seed_option(None, "Default: a fresh one each run.")
 _THREADS = opt.threads_option("Overrides the target profile.")
 _N_CTX = opt.context_option("Overrides the target profile.")
+_NO_VERIFY = typer.Option(False, "--no-verify-hash", help=opt.VOCABULARY["--no-verify-hash"])
 
 
 def _out() -> Console:
@@ -41,14 +46,18 @@ def run(
     threads: int | None = _THREADS,
     n_ctx: int | None = _N_CTX,
     as_json: bool = opt.json_option("One object (text, tokens, speed) at the end."),
+    no_verify_hash: bool = _NO_VERIFY,
 ) -> None:
     """Generate a continuation of PROMPT with ARTIFACT, streaming it to the terminal."""
     import edgekit
 
     out, err = _out(), Console(stderr=True, highlight=False)
-    stops = [_unescape(s) for s in stop] if stop else None
+    check_text(prompt, "--prompt")  # undecodable bytes on the command line arrive as lone surrogates
+    stops = [_unescape(check_text(s, "--stop")) for s in stop] if stop else None
     sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stops)
-    with edgekit.load(artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx) as model:
+    with edgekit.load(
+        artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx, verify_hash=not no_verify_hash
+    ) as model:
         if as_json:
             text = model.generate(prompt, max_tokens=max_tokens, **sampling)
             print(json.dumps({"text": text, **_stats(model)}))
@@ -75,6 +84,7 @@ def chat(
     seed: int | None = _SEED,
     threads: int | None = _THREADS,
     n_ctx: int | None = _N_CTX,
+    no_verify_hash: bool = _NO_VERIFY,
 ) -> None:
     """Chat with ARTIFACT: one user message per line of input, /exit (or end of input) quits.
 
@@ -82,28 +92,56 @@ def chat(
     """
     import edgekit
 
-    out = _out()
+    out, err = _out(), Console(stderr=True, highlight=False)
     interactive = sys.stdin.isatty()
-    history = [{"role": "system", "content": system}] if system else []
+    history = [{"role": "system", "content": check_text(system, "--system")}] if system else []
     sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-    with edgekit.load(artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx) as model:
+    with edgekit.load(
+        artifact, backend=backend, target=target, n_threads=threads, n_ctx=n_ctx, verify_hash=not no_verify_hash
+    ) as model:
         if interactive:
             out.print(f"[dim]{model.info.format} {model.info.quantization} on {model.info.backend}; /exit quits[/]")
-        while True:
-            if interactive:
-                out.print("[bold cyan]>[/] ", end="")
-            line = sys.stdin.readline()
-            if not line or line.strip() == "/exit":
+        # the prompt may fill the context up to what the reply needs (at most half of it)
+        budget = model.info.n_ctx - min(max_tokens, model.info.n_ctx // 2)
+        for number, line in enumerate(_input_lines(out if interactive else None), start=1):
+            if line.strip() == "/exit":
                 break
             if not line.strip():
                 continue
-            history.append({"role": "user", "content": line.rstrip("\n")})
+            try:
+                asked, dropped = trim_history(
+                    [*history, {"role": "user", "content": line}], lambda m: len(model.prompt_ids(m)), budget
+                )
+            except ContextOverflow as exc:
+                err.print(f"[bold red]error:[/] input line {number}: {exc.problem}; not sent", highlight=False)
+                continue
+            if dropped:
+                err.print(f"[yellow]note:[/] the {dropped} oldest messages were left out to fit the context")
             reply = []
-            for piece in model.stream(history, max_tokens=max_tokens, **sampling):
+            for piece in model.stream(asked, max_tokens=max_tokens, **sampling):
                 out.print(piece, end="", markup=False)
                 reply.append(piece)
             out.print()
-            history.append({"role": "assistant", "content": "".join(reply)})
+            history = [*asked, {"role": "assistant", "content": "".join(reply)}]
+
+
+def _input_lines(prompt_console: Console | None) -> Iterator[str]:
+    """Lines of standard input without their newline, decoded as UTF-8 (``InputError`` naming the line if not)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    number = 0
+    while True:
+        if prompt_console is not None:
+            prompt_console.print("[bold cyan]>[/] ", end="")
+        raw = stream.readline() if stream is not None else sys.stdin.readline()
+        number += 1
+        if not raw:
+            return
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError("stdin", f"line {number} is not valid UTF-8 (byte {exc.start})") from None
+        yield check_text(raw, f"stdin line {number}").rstrip("\r\n")
 
 
 def _unescape(text: str) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from edgekit.fileio import atomic_path, read_json, write_json_atomic
+from edgekit.distill.checkpoint_check import check_checkpoint
+from edgekit.fileio import atomic_path, write_json_atomic
 
 LATEST = "latest"
 
@@ -43,7 +44,7 @@ def load_checkpoint(folder: Path, model, optimizer) -> tuple[int, list[dict]] | 
     ckpt = folder / LATEST
     if not (ckpt / "state.json").is_file():
         return None
-    state = read_json(ckpt / "state.json")
+    state = check_checkpoint(ckpt, model, optimizer)  # truncated, edited or foreign: one line, not a traceback
     device = next(model.parameters()).device
     weights = {k: v.to(device) for k, v in load_file(ckpt / "model.safetensors").items()}
     weights.update({alias: weights[owner] for alias, owner in state.get("tied", {}).items()})

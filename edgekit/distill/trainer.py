@@ -19,7 +19,8 @@ import torch
 from edgekit.distill import ddp
 from edgekit.distill.align import HiddenAligner
 from edgekit.distill.cache import rows_digest
-from edgekit.distill.checkpoint import load_checkpoint, save_checkpoint
+from edgekit.distill.checkpoint import LATEST, load_checkpoint, save_checkpoint
+from edgekit.distill.checkpoint_check import check_resume_step
 from edgekit.distill.losses import DIVERGENCES, next_token_labels
 from edgekit.distill.monitor import evaluate, model_logits
 from edgekit.distill.multi import TeacherCaches, TeacherEnsemble
@@ -142,6 +143,7 @@ def distill(
         restored = load_checkpoint(Path(workdir), trainable, opt)
         if restored is not None:
             start, history = restored
+            check_resume_step(Path(workdir) / LATEST, start, config.steps)
     teacher_heldout = heldout_teacher_logits
     if teacher_heldout is None and teacher is not None and heldout_ids is not None:
         teacher_heldout = model_logits(monitor_teacher.to(device), heldout_ids)

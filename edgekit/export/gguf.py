@@ -191,10 +191,9 @@ def export_gguf(
     for each level (``edgekit.export.mix``); ``bpw`` adds one such file per bits-per-weight
     target (``<name>-4.5bpw.gguf``), after the levels' files in the returned list.
     """
-    import tempfile
-
     from edgekit.export.checks import check_source
     from edgekit.export.quantize import FTYPES, check_overrides, quantize_gguf
+    from edgekit.fileio import temporary_dir
     from edgekit.models import load_model, load_tokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -218,7 +217,7 @@ def export_gguf(
             from edgekit.export.imatrix import save_imatrix_file
 
             save_imatrix_file(out_dir / f"{name}-imatrix.safetensors", imx, imx_info)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as tmp:
+    with temporary_dir(out_dir, "gguf") as tmp:  # inside --out, removed on failure and by the next run
         base = paths.get("F32") or Path(tmp) / "base-F32.gguf"
         write_gguf(model, tokenizer, base, "F32", name, provenance)
         mixes = {}

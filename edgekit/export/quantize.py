@@ -136,5 +136,17 @@ def quantize_gguf(
     with atomic_path(dst) as tmp:
         status = lib.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
         if status != 0:
+            _raise_if_disk_full(dst.parent, src)
             raise StageError("quantize", f"llama.cpp could not quantize {src} to {level} (status {status})")
     return dst
+
+
+def _raise_if_disk_full(folder: Path, src: Path) -> None:
+    """llama.cpp reports a failed write as status 1; say "disk full" when that is the likely reason."""
+    import shutil
+
+    from edgekit.errors import ResourceError
+
+    free = shutil.disk_usage(folder).free
+    if free < src.stat().st_size:
+        raise ResourceError(f"{folder}: no space left to quantize {src.name} ({free / 2**20:.0f} MiB free)")

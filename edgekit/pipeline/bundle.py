@@ -160,4 +160,7 @@ def bench_summary(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def read_manifest(bundle: str | Path) -> dict[str, Any]:
-    return read_json(Path(bundle) / MANIFEST)
+    """The bundle's manifest, checked against its schema (``bundle_check.load_manifest``)."""
+    from edgekit.pipeline.bundle_check import load_manifest
+
+    return load_manifest(bundle)

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekit.errors import ConfigError, InputError, Problem
+from edgekit.fileio import read_toml
 from edgekit.formats import level_problems
 
 Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -23,7 +24,9 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `steps = true` or `trust_remote_code = "yes"` are mistakes, not 1 and True;
+    # allow_inf_nan off: `lr = inf` or `nan` would train to garbage without an error
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TeacherSection(_Strict):
@@ -101,6 +104,8 @@ class ExportSection(_Strict):
     @classmethod
     def _known_levels(cls, value: list[str] | None, info) -> list[str] | None:
         fmt = "gguf" if info.field_name == "gguf_levels" else "onnx"
+        if value is not None and not value:
+            raise ValueError(f"empty list of {fmt} levels; leave it out to use the target's ladder")
         problems = level_problems(fmt, value or [], "", "")
         if problems:
             raise ValueError(problems[0].message)
@@ -115,6 +120,17 @@ class VerifySection(_Strict):
 class BenchSection(_Strict):
     enabled: bool = True
     suite: str = "quick"
+
+    @field_validator("suite")
+    @classmethod
+    def _known_suite(cls, value: str) -> str:
+        """A shipped suite name, ``target``, or a suite TOML file that exists (found now, not after training)."""
+        from edgekit.bench.suites import TARGET_SUITE, list_suites
+
+        known = [*list_suites(), TARGET_SUITE]
+        if value in known or (value.endswith(".toml") and Path(value).is_file()):
+            return value
+        raise ValueError(f"unknown bench suite {value!r}; choose from {', '.join(known)} or a suite .toml file")
 
 
 class BuildConfig(_Strict):
@@ -142,12 +158,20 @@ def parse_build_config(data: dict, source: str, overridden: frozenset[str] = fro
             key = ".".join(str(p) for p in err["loc"])
             default = err["msg"].removeprefix("Value error, ")
             msg = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(err["type"], default)
-            origin = OVERRIDE_SOURCE if any(key == k or key.startswith(f"{k}.") for k in overridden) else source
+            origin = OVERRIDE_SOURCE if any(_related(key, k) for k in overridden) else source
             problems.append(Problem(origin, key, msg))
         raise ConfigError(problems) from None
 
 
 OVERRIDE_SOURCE = "--set"
+
+
+def _related(key: str, overridden: str) -> bool:
+    """Whether a problem at dotted ``key`` comes from ``--set overridden`` (same key, inside it, or its section).
+
+    ``--set zzz.x=1`` makes an unknown section ``zzz``: the problem's key is the section, above the setting.
+    """
+    return key == overridden or key.startswith(f"{overridden}.") or overridden.startswith(f"{key}.")
 
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> tuple[dict, frozenset[str]]:
@@ -185,6 +209,8 @@ def _toml_value(raw: str):
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    except RecursionError:
+        raise ConfigError([Problem(OVERRIDE_SOURCE, raw[:40], "value nested too deeply")]) from None
 
 
 def load_build_config(path: str | Path | None, overrides: Sequence[str] = ()) -> BuildConfig:
@@ -194,9 +220,6 @@ def load_build_config(path: str | Path | None, overrides: Sequence[str] = ()) ->
         path, source = Path(path), str(path)
         if not path.is_file():
             raise InputError(path, "build config file not found")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([Problem(str(path), "", f"not valid TOML ({exc})")]) from None
+        data = read_toml(path, "build config")
     data, overridden = apply_overrides(data, overrides)
     return parse_build_config(data, source, overridden)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ConfigError, InputError, Problem
-from edgekit.fileio import read_json
 from edgekit.runtime.detect import detect_format, open_backend
 from edgekit.runtime.model import EdgeModel
 
@@ -45,6 +44,7 @@ def load(
     target: Any = None,
     n_threads: int | None = None,
     n_ctx: int | None = None,
+    verify_hash: bool = True,
     **options: Any,
 ) -> EdgeModel:
     """Open ``path`` (GGUF file, ONNX folder, HF folder or bundle) and return an ``EdgeModel``.
@@ -52,10 +52,11 @@ def load(
     ``backend``: "auto", "llama.cpp", "onnxruntime" or "torch". ``target``: a profile name, a path to a
     profile TOML or a loaded ``TargetProfile``; it sets threads, GPU offload (``n_gpu_layers``), the ONNX
     execution provider (``provider``) and the context (``n_ctx``). ``n_threads``, ``n_ctx`` and ``options``
-    (passed to the backend constructor) win over the profile.
+    (passed to the backend constructor) win over the profile. A bundle's files are checked against its
+    manifest's sha256 first (cached per file, see ``bundle_check``); ``verify_hash=False`` skips that.
     """
     kind = resolve_backend_name(backend)
-    artifact = resolve_artifact(path, kind)
+    artifact = resolve_artifact(path, kind, verify_hash=verify_hash)
     if kind == "auto":
         kind = FORMAT_BACKEND[detect_format(artifact)]
     opts = target_options(target, kind) if target is not None else {}
@@ -83,45 +84,45 @@ def target_options(target: Any, backend: str) -> dict[str, Any]:
     return {option: settings[key] for option, key in TARGET_OPTIONS[backend].items()}
 
 
-def resolve_artifact(path: str | Path, backend: str = "auto") -> Path:
+def resolve_artifact(path: str | Path, backend: str = "auto", verify_hash: bool = True) -> Path:
     """The model file or folder to open: ``path`` itself, or for a bundle its recommended artifact.
 
     With an explicit ``backend``, a bundle yields its first artifact of that backend's format instead.
+    A bundle's manifest is checked against its schema, and (``verify_hash``) the chosen artifact's files
+    against their sha256, so a tampered or truncated file is refused by name before a runtime maps it.
     """
+    from edgekit.pipeline.bundle_check import load_manifest, verify_files
+
     path = Path(path).expanduser()
     if detect_format(path) != "bundle":
         return path
+    manifest = load_manifest(path)
+    artifact = _pick_artifact(path, manifest, backend)
+    if verify_hash:
+        verify_files(path, manifest, under=artifact.relative_to(path.resolve()).as_posix())
+    return artifact
+
+
+def _pick_artifact(path: Path, manifest: dict, backend: str) -> Path:
     manifest_path = path / "manifest.json"
-    try:
-        manifest = read_json(manifest_path)
-    except (OSError, ValueError) as exc:
-        raise InputError(manifest_path, f"unreadable bundle manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise InputError(manifest_path, "bundle manifest is not a JSON object")
     if backend != "auto":
         for candidate in _bundle_artifacts(path, manifest):
             if candidate.exists() and FORMAT_BACKEND.get(detect_format(candidate)) == backend:
                 return candidate
         raise InputError(path, f"bundle has no artifact that the {backend} backend runs")
-    recommended = (manifest.get("recommended") or {}).get("artifact")
-    if not isinstance(recommended, str):
-        raise InputError(manifest_path, 'bundle manifest has no "recommended": {"artifact": "<relative path>"}')
-    artifact = _inside(path, recommended, manifest_path)
+    artifact = _inside(path, manifest["recommended"]["artifact"], manifest_path)
     if not artifact.exists():
         raise InputError(artifact, "recommended artifact named in the bundle manifest is missing")
     return artifact
 
 
 def _bundle_artifacts(bundle: Path, manifest: dict) -> list[Path]:
-    """Recommended first, then ``manifest["artifacts"]`` (entries are paths or ``{"path": ...}`` objects)."""
+    """Recommended first, then ``manifest["artifacts"]`` (``{"path": ...}`` objects, as the schema says)."""
     names = []
     recommended = (manifest.get("recommended") or {}).get("artifact")
     if isinstance(recommended, str):
         names.append(recommended)
-    for entry in manifest.get("artifacts") or []:
-        name = entry if isinstance(entry, str) else (entry.get("path") or entry.get("artifact") or entry.get("file"))
-        if isinstance(name, str):
-            names.append(name)
+    names.extend(entry["path"] for entry in manifest.get("artifacts") or [])
     return [_inside(bundle, name, bundle / "manifest.json") for name in names]
 
 

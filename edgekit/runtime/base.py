@@ -22,6 +22,12 @@ class SamplingParams:
     top_k: int = 0  # 0 disables top-k
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        # one rule for every backend: nan, negative or out-of-range values are errors, never garbage
+        from edgekit.runtime.input_check import check_sampling
+
+        check_sampling(self.temperature, self.top_p, self.top_k, self.seed)
+
 
 @dataclass
 class ModelInfo:

@@ -9,8 +9,7 @@ same string (and the same ids) on PyTorch, ONNX Runtime and llama.cpp. Without a
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from edgekit.errors import InputError
 from edgekit.runtime.meta import gguf_metadata, read_json
+from edgekit.runtime.template_limits import TemplateLimit, make_environment, render_limited
 
 Message = dict[str, str]
 
@@ -49,14 +49,41 @@ def render_chat(messages: Sequence[Message], fmt: ChatFormat, add_generation_pro
     if not fmt.template:
         return plain_transcript(messages, add_generation_prompt)
     try:
-        return _compile(fmt.template).render(
+        return render_limited(
+            _compile(fmt.template),
             messages=messages,
             add_generation_prompt=add_generation_prompt,
             bos_token=fmt.bos_token,
             eos_token=fmt.eos_token,
         )
-    except Exception as exc:  # jinja errors and templates' raise_exception
+    except TemplateLimit as exc:
+        raise InputError("chat_template", f"the model's chat template was stopped: {exc}") from None
+    except Exception as exc:  # jinja errors, templates' raise_exception, runaway recursion
         raise InputError("chat_template", f"cannot render the model's chat template: {exc}") from None
+
+
+def trim_history(
+    messages: Sequence[Message], count_tokens: Callable[[Sequence[Message]], int], budget: int
+) -> tuple[list[Message], int]:
+    """Drop the oldest turns until ``count_tokens(messages) <= budget``; returns (kept, how many dropped).
+
+    A leading system message and the newest message are always kept; a chat longer than the context
+    then goes on with its recent past, as chat applications do, instead of failing and losing it all.
+    ``ContextOverflow`` when even those two do not fit.
+    """
+    from edgekit.runtime.input_check import ContextOverflow
+
+    kept = list(messages)
+    head = 1 if kept and kept[0]["role"] == "system" else 0
+    dropped = 0
+    while count_tokens(kept) > budget:
+        if len(kept) - head <= 1:
+            raise ContextOverflow(
+                "message", f"too long for the model's context ({count_tokens(kept)} > {budget} tokens)"
+            )
+        del kept[head]
+        dropped += 1
+    return kept, dropped
 
 
 def plain_transcript(messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
@@ -67,17 +94,8 @@ def plain_transcript(messages: Sequence[Message], add_generation_prompt: bool = 
 
 @lru_cache(maxsize=8)
 def _compile(template: str) -> Any:
-    """A sandboxed Jinja template with the globals HF templates use (raise_exception, tojson)."""
-    from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise ValueError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template)
+    """A sandboxed, size-limited Jinja template with the globals HF templates use (raise_exception, tojson)."""
+    return make_environment().from_string(template)
 
 
 def chat_format_of(backend: Any) -> ChatFormat:

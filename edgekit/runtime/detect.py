@@ -27,7 +27,7 @@ def detect_format(path: str | Path) -> str:
         if path.suffix == ".onnx":
             return "onnx"
         raise InputError(path, "not a GGUF file (bad magic), an ONNX model or a model folder")
-    if (path / "manifest.json").is_file():
+    if (path / "manifest.json").exists():  # a folder by that name is a damaged bundle, reported as one
         return "bundle"
     if any(path.glob("*.onnx")):
         return "onnx"

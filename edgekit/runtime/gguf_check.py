@@ -2,7 +2,8 @@
 
 llama.cpp trusts the file's tensor table; a truncated or corrupt file can crash the whole process.
 Reading the header and tensor table in Python and checking every tensor's extent against the file
-size turns that into a one-line InputError.
+size turns that into a one-line InputError; ``gguf_model_check`` then checks the metadata llama.cpp
+would assert on.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InputError
+from edgekit.runtime.gguf_model_check import check_model_fields
 
 _KEYS = {"general.architecture": "architecture", "general.file_type": "file_type"}
 
@@ -31,17 +33,19 @@ def check_gguf(path: str | Path) -> dict[str, Any]:
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # the reader raises ValueError/IndexError/struct errors on damage
-        raise InputError(path, f"corrupt GGUF header or tensor table ({type(exc).__name__}: {exc})") from None
+        raise InputError(path, f"corrupt or truncated GGUF file ({type(exc).__name__}: {exc})") from None
     facts: dict[str, Any] = {"parameters": 0}
     for tensor in reader.tensors:
         end = int(tensor.data_offset) + int(tensor.n_bytes)
         if end > size:
             raise InputError(path, f"truncated: tensor {tensor.name} ends at byte {end:,} but the file has {size:,}")
         facts["parameters"] += int(tensor.n_elements)
+    model = check_model_fields(path, reader)  # hyperparameters, vocabulary, tensors: what llama.cpp asserts on
     for key, field in reader.fields.items():
-        if key in _KEYS or key.endswith(".context_length") or key == "tokenizer.chat_template":
-            name = _KEYS.get(key) or ("chat_template" if key == "tokenizer.chat_template" else "context_length")
-            facts[name] = _value(field)
+        if key in _KEYS or key == "tokenizer.chat_template":
+            facts[_KEYS.get(key, "chat_template")] = _value(field)
+    facts["context_length"] = model["context_length"]
+    facts["n_vocab"] = model["n_vocab"]
     return facts
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import BackendUnavailable, EdgekitError
+from edgekit.errors import BackendUnavailable, EdgekitError, InputError
 from edgekit.runtime.base import ModelInfo, SamplingParams
 from edgekit.runtime.gguf_check import check_gguf
+from edgekit.runtime.llamacpp_probe import probe_once, templates_off
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: pick a random seed
 
@@ -63,18 +64,23 @@ class LlamaCppBackend:
             ) from exc
         path = Path(path)
         meta = check_gguf(path)
+        probe_once(path)  # an abort inside llama.cpp ends a throw-away child, not this process
         train_ctx = int(meta.get("context_length") or 2048)
-        self._llm = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx or min(train_ctx, 4096),
-            n_threads=n_threads,
-            n_gpu_layers=n_gpu_layers,
-            n_batch=n_batch,
-            logits_all=False,  # see the module docstring: logits() asks for all rows itself
-            verbose=verbose,
-            seed=0,
-            **({"type_k": 0, "type_v": 0} if kv_f32 else {}),  # GGML_TYPE_F32: exact parity checks (default f16)
-        )
+        try:
+            with templates_off():  # edgekit renders chat templates itself, with limits
+                self._llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx or min(train_ctx, 4096),
+                    n_threads=n_threads,
+                    n_gpu_layers=n_gpu_layers,
+                    n_batch=n_batch,
+                    logits_all=False,  # see the module docstring: logits() asks for all rows itself
+                    verbose=verbose,
+                    seed=0,
+                    **({"type_k": 0, "type_v": 0} if kv_f32 else {}),  # GGML_TYPE_F32: exact parity (default f16)
+                )
+        except (ValueError, RuntimeError) as exc:  # llama.cpp refused the file (it logs why; the wrapper does not)
+            raise InputError(path, f"llama.cpp could not load this GGUF file ({exc})") from None
         self.info = ModelInfo(
             backend="llama.cpp",
             format="gguf",
@@ -82,7 +88,8 @@ class LlamaCppBackend:
             quantization=FILE_TYPE_NAMES.get(int(meta.get("file_type", -1)), str(meta.get("file_type"))),
             parameters=int(meta["parameters"]),
             file_size=path.stat().st_size,
-            n_ctx=self._llm.n_ctx(),
+            # llama.cpp pads a small context up (to 256) but the wrapper's token buffer keeps the size asked for
+            n_ctx=min(self._llm.n_ctx(), len(self._llm.input_ids)),
             vocab_size=self._llm.n_vocab(),
             extra={
                 "architecture": meta.get("architecture"),
@@ -107,8 +114,8 @@ class LlamaCppBackend:
 
         ids = [int(i) for i in ids]
         n_vocab, n_batch = self._llm.n_vocab(), max(1, int(self._llm.n_batch))
-        if len(ids) > self._llm.n_ctx():
-            raise EdgekitError(f"input of {len(ids)} tokens does not fit the context of {self._llm.n_ctx()} tokens")
+        if len(ids) > self.info.n_ctx:
+            raise EdgekitError(f"input of {len(ids)} tokens does not fit the context of {self.info.n_ctx} tokens")
         out = np.empty((len(ids), n_vocab), dtype=np.float32)
         self._llm.reset()  # the wrapper must not believe any of its tokens are still cached
         lc.llama_memory_clear(lc.llama_get_memory(self._llm.ctx), True)

@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.errors import EdgekitError, InputError
 from edgekit.quality import log_softmax
 from edgekit.runtime.base import Backend, ModelInfo, SamplingParams
 from edgekit.runtime.chat import ChatFormat, chat_format_of, render_chat
+from edgekit.runtime.input_check import ContextOverflow, check_fits, check_max_tokens, check_text, check_token_ids
 from edgekit.runtime.meta import eos_ids_of
 from edgekit.runtime.textstream import cut_at_stops, detokenize_stream, normalize_stops
 
@@ -37,6 +39,10 @@ class GenerationStats:
         """Tokens/s after the first token (the steady decode speed); 0 when fewer than two tokens."""
         decode_s = self.total_s - self.first_token_s
         return (self.generated_tokens - 1) / decode_s if self.generated_tokens > 1 and decode_s > 0 else 0.0
+
+
+class ModelClosed(EdgekitError, RuntimeError):
+    """A closed ``EdgeModel`` was used (a program error, reported as one line rather than a crash)."""
 
 
 class EdgeModel:
@@ -62,11 +68,12 @@ class EdgeModel:
         ``text`` is user text: special-token text in it (``<|im_end|>``, ``</s>``) is tokenized as
         plain text, never as the control token, so a prompt cannot end a turn or fake a role.
         """
-        return self._live().tokenize(text, add_special_tokens=add_special_tokens)
+        return self._live().tokenize(check_text(text, "text"), add_special_tokens=add_special_tokens)
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        """Text of ``ids`` (special tokens skipped)."""
-        return self._live().detokenize(ids)
+        """Text of ``ids`` (special tokens skipped); ``InputError`` for an id outside the vocabulary."""
+        backend = self._live()
+        return backend.detokenize(check_token_ids(ids, backend.info.vocab_size))
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Ids the model sees for ``prompt``: a string as tokenized, chat messages through the chat template.
@@ -75,7 +82,9 @@ class EdgeModel:
         templates that want BOS write it themselves.
         """
         if isinstance(prompt, str):
-            return self.tokenize(prompt)
+            return self.tokenize(check_text(prompt, "prompt"))
+        if isinstance(prompt, bytes) or not isinstance(prompt, Sequence):
+            raise InputError("prompt", f"expected text or chat messages, got {type(prompt).__name__}")
         text = self.chat_prompt(prompt)
         if self.chat_format.template is None:
             return self.tokenize(text)
@@ -151,6 +160,8 @@ class EdgeModel:
         ids = self.tokenize(text)
         if len(ids) < 2:
             return []
+        if len(ids) > self.info.n_ctx:
+            raise ContextOverflow("text", f"{len(ids)} tokens do not fit the model's context of {self.info.n_ctx}")
         logits = np.asarray(self._live().logits(ids), dtype=np.float32)
         logp = log_softmax(logits[:-1])
         targets = np.asarray(ids[1:])
@@ -169,8 +180,11 @@ class EdgeModel:
     ) -> Iterator[int]:
         """The backend's id stream, recording ``last_stats`` as it goes."""
         backend = self._live()
-        ids = self.prompt_ids(prompt)
         params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+        max_tokens = check_max_tokens(max_tokens)
+        ids = self.prompt_ids(prompt)
+        # generation ends at the context's end on every backend, as it does on PyTorch
+        max_tokens = check_fits(len(ids), max_tokens, backend.info.n_ctx)
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
         start = time.perf_counter()
         stop_ids = () if ignore_eos else self.eos_token_ids
@@ -189,11 +203,11 @@ class EdgeModel:
 
     def _live(self) -> Backend:
         if self.backend is None:
-            raise RuntimeError("this EdgeModel is closed")
+            raise ModelClosed("this EdgeModel is closed: load it again to use it")
         return self.backend
 
     def close(self) -> None:
-        """Free the model; further calls raise ``RuntimeError``."""
+        """Free the model; further calls raise ``ModelClosed`` (an ``EdgekitError`` and a ``RuntimeError``)."""
         if self.backend is not None:
             self.backend.close()
             self.backend = None

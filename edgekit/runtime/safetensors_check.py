@@ -135,3 +135,23 @@ def check_safetensors_folder(folder: str | Path) -> list[Path]:
     for file in files:
         check_safetensors(file)
     return files
+
+
+def check_loading_info(path: str | Path, info: dict) -> None:
+    """Refuse a model whose weights did not all load: ``info`` is transformers' ``output_loading_info``.
+
+    transformers fills a missing weight with a random initialisation and only logs a warning, so a
+    folder with one tensor renamed would otherwise run and produce fluent nonsense with exit code 0.
+    """
+    problems = []
+    for key, what in (
+        ("missing_keys", "missing"),
+        ("unexpected_keys", "unexpected"),
+        ("mismatched_keys", "wrong shape"),
+    ):
+        names = sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(key) or ())
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            problems.append(f"{len(names)} {what} weight(s): {', '.join(names[:3])}{more}")
+    if problems:
+        raise InputError(path, "weights do not match the model's architecture: " + "; ".join(problems))
