@@ -268,40 +268,6 @@ def svg(results: list[dict], path: Path) -> None:
     path.write_text("\n".join(parts) + "\n")
 
 
-_NO_REPACK = """
-try:
-    import llama_cpp
-    import llama_cpp.llama as _module
-except Exception:
-    pass
-else:
-    _defaults = llama_cpp.llama_model_default_params
-
-    def _params():
-        p = _defaults()
-        p.use_extra_bufts = False
-        return p
-
-    _module.llama_cpp.llama_model_default_params = _params
-"""
-
-
-def _without_repacked_buffers(work: Path) -> None:
-    """Load GGUF files without llama.cpp's repacked CPU weight buffers (``use_extra_bufts``).
-
-    The llama-cpp-python 0.3.36 build this was measured with dies (general protection fault in
-    libggml-cpu) evaluating Q4_0, Q4_K and Q8_0 weights through those buffers on an AVX-512 CPU;
-    the plain buffers compute the same products. Verification runs the runtime in a child process,
-    so the change goes in a ``sitecustomize`` module every child Python of this run imports.
-    """
-    folder = work / "site"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(_NO_REPACK)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
-    sys.path.insert(0, str(folder))
-    exec(_NO_REPACK, {})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="demo,qwen2-384,mistral-512")
@@ -316,7 +282,6 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     bpws = [float(b) for b in args.bpw.split(",") if b]
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quant-alloc."))
-    _without_repacked_buffers(work)
     results = []
     for name in args.models.split(","):
         if name == "demo":

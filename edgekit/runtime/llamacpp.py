@@ -22,6 +22,7 @@ import numpy as np
 from edgekit.errors import BackendUnavailable, EdgekitError, InputError
 from edgekit.runtime.base import ModelInfo, SamplingParams
 from edgekit.runtime.gguf_check import check_gguf
+from edgekit.runtime.llamacpp_buffers import weight_buffers
 from edgekit.runtime.llamacpp_probe import probe_once, templates_off
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: pick a random seed
@@ -64,10 +65,11 @@ class LlamaCppBackend:
             ) from exc
         path = Path(path)
         meta = check_gguf(path)
-        probe_once(path)  # an abort inside llama.cpp ends a throw-away child, not this process
+        extra_buffers = probe_once(path)  # an abort inside llama.cpp ends a throw-away child, not this process
         train_ctx = int(meta.get("context_length") or 2048)
         try:
-            with templates_off():  # edgekit renders chat templates itself, with limits
+            # edgekit renders chat templates itself, with limits; extra buffers only where they work here
+            with templates_off(), weight_buffers(extra_buffers):
                 self._llm = Llama(
                     model_path=str(path),
                     n_ctx=n_ctx or min(train_ctx, 4096),

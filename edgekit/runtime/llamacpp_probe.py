@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 PROBE_CACHE = "llamacpp-probed.json"
+HOSTS_WITHOUT_EXTRA_BUFFERS = "hosts without extra buffers"  # cache key: host_key() values
 PROBE_TIMEOUT_S = 300.0  # loading a multi-GB file from a slow card can take a while; a hang cannot
 PROBE_CONTEXT = 64  # tokens: enough to build the graph and run a short batch
 PROBE_TOKENS = 16  # evaluated in one batch, as a prompt would be
@@ -51,11 +55,13 @@ def templates_off():
         chat_format.Jinja2ChatFormatter = original
 
 
-def probe(path: str) -> int:
+def probe(path: str, extra_buffers: bool = True) -> int:
     """In the child: load ``path`` with llama.cpp, evaluate a short batch; return the vocabulary size."""
     from llama_cpp import Llama
 
-    with templates_off():
+    from edgekit.runtime.llamacpp_buffers import weight_buffers
+
+    with templates_off(), weight_buffers(extra_buffers):
         llm = Llama(model_path=path, n_ctx=PROBE_CONTEXT, n_batch=PROBE_CONTEXT, n_gpu_layers=0, verbose=False)
     try:
         n_vocab = llm.n_vocab()
@@ -66,22 +72,42 @@ def probe(path: str) -> int:
         llm.close()
 
 
-def probe_once(path: str | Path) -> None:
-    """Run ``probe`` isolated unless this exact file passed before; ``NativeCrash``/``InputError`` if not."""
-    from edgekit.errors import InputError
+def probe_once(path: str | Path) -> bool:
+    """Run ``probe`` isolated unless this exact file passed before; ``NativeCrash``/``InputError`` if not.
+
+    Returns whether llama.cpp's extra CPU weight buffers may be used for this file on this machine
+    (``edgekit.runtime.llamacpp_buffers``): when the probe dies with them and passes without them,
+    the machine is remembered as one where they crash, and the file loads with plain buffers.
+    """
+    from edgekit.errors import InputError, NativeCrash
     from edgekit.isolate import run_isolated
+    from edgekit.runtime.llamacpp_buffers import host_key
 
     path = Path(path)
     key, stamp = str(path.resolve()), _stamp(path)
     seen = _load()
+    host = host_key()
+    crashing_hosts = seen.get(HOSTS_WITHOUT_EXTRA_BUFFERS)
+    crashing_hosts = crashing_hosts if isinstance(crashing_hosts, list) else []
+    extra = host not in crashing_hosts
     if seen.get(key) == stamp:
-        return
+        return extra
+    action = "loading it in llama.cpp"
     try:
-        run_isolated(probe, str(path), path=path, action="loading it in llama.cpp", timeout=PROBE_TIMEOUT_S)
+        try:
+            run_isolated(probe, str(path), extra, path=path, action=action, timeout=PROBE_TIMEOUT_S)
+        except NativeCrash:
+            if not extra:
+                raise
+            run_isolated(probe, str(path), False, path=path, action=action, timeout=PROBE_TIMEOUT_S)
+            extra = False  # the plain buffers work where the extra ones crashed: remember the machine
+            seen[HOSTS_WITHOUT_EXTRA_BUFFERS] = [*crashing_hosts, host]
+            log.warning("llama.cpp's extra CPU weight buffers crash on this machine (%s); using plain buffers", host)
     except ValueError as exc:  # llama-cpp-python: "Failed to load model from file"
         raise InputError(path, f"llama.cpp could not load this GGUF file ({exc})") from None
     seen[key] = stamp
     _save(seen)
+    return extra
 
 
 def _stamp(path: Path) -> list[int]:
@@ -106,6 +132,6 @@ def _load() -> dict:
 def _save(seen: dict) -> None:
     from edgekit.fileio import write_json_atomic
 
-    kept = {k: v for k, v in seen.items() if Path(k).exists()}  # forget files that are gone
+    kept = {k: v for k, v in seen.items() if k == HOSTS_WITHOUT_EXTRA_BUFFERS or Path(k).exists()}  # forget gone files
     with contextlib.suppress(OSError):  # an unwritable cache only means probing again next time
         write_json_atomic(_cache_file(), kept)
