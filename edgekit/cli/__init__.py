@@ -39,6 +39,18 @@ def _root(
     _state["debug"] = debug
 
 
+def _quiet_library_bars() -> None:
+    """transformers 5 draws a "Loading weights" bar for every model it loads; the CLI has its own display."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the commands that need transformers say so themselves
+        return
+    hf_logging.disable_progress_bar()
+
+
 def _register_all() -> None:
     from edgekit.cli import bench, build, distill, export, plan, prune, run, targets
 
@@ -66,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     Only typer's own exception types are used here: typer no longer depends on click.
     """
     _register_all()
+    _quiet_library_bars()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         result = app(args=argv, standalone_mode=False)
