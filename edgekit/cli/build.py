@@ -117,27 +117,46 @@ def inspect(
             Path(bundle) / "manifest.json", f"bundle manifest lacks what inspect shows ({exc!r})"
         ) from None
     target = escape(str(manifest.get("target", "?")))
-    table = Table(title=f"artifacts (★ recommended; target = {target}, predicted unless measured there)")
-    for i, col in enumerate(headers):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in rows:
-        table.add_row(*(escape(str(cell)) for cell in row))
-    console.print(table)
+    _print_fitting(f"artifacts (★ recommended; target = {target}, predicted unless measured there)", headers, rows)
     console.print(
         "[bold]recommended[/] "
         + escape(f"{rec['artifact']} ({rec.get('quant', '?')}, {rec.get('basis', '')}): {rec.get('reason', '')}")
     )
     if shipped["sha256"]:
         console.print(f"sha256 {shipped['sha256']}", highlight=False, soft_wrap=True, markup=False)
-    pipeline = Table(title="pipeline (held-out perplexity; KL and top-1 against the teacher)")
-    for i, col in enumerate(STAGE_HEADERS):
-        pipeline.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in lineage:
-        pipeline.add_row(*(escape(str(cell)) for cell in row))
-    console.print(pipeline)
+    _print_fitting("pipeline (held-out perplexity; KL and top-1 against the teacher)", STAGE_HEADERS, lineage)
     console.print(
         f"[dim]{len(manifest['files'])} files with sha256 in manifest.json; report.html tells the whole story[/]"
     )
+
+
+def _print_fitting(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """Print a table whose columns are never cut: when it is wider than the terminal, the columns after
+    the first (the row names) are split over as many tables as needed, each repeating the names."""
+    from rich.markup import escape
+    from rich.measure import Measurement
+
+    def build(columns: list[int], name: str, names: list[str] = headers) -> Table:
+        table = Table(title=name)
+        for i in [0, *columns]:
+            table.add_column(names[i], justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for row in rows:
+            table.add_row(*(escape(str(row[i])) for i in [0, *columns]))
+        return table
+
+    longest_words = [max(h.split() or [""], key=len) for h in headers]  # headers may wrap between words
+
+    def fits(columns: list[int]) -> bool:  # natural width with every cell on one line
+        natural = console.options.update_width(1 << 16)
+        return Measurement.get(console, natural, build(columns, "", longest_words)).maximum <= console.width
+
+    groups: list[list[int]] = [[]]
+    for i in range(1, len(headers)):
+        if groups[-1] and not fits([*groups[-1], i]):
+            groups.append([])
+        groups[-1].append(i)
+    for part, group in enumerate(groups):
+        console.print(build(group, title + (f" ({part + 1}/{len(groups)})" if len(groups) > 1 else "")))
 
 
 def register(app: typer.Typer) -> None:
