@@ -21,6 +21,7 @@ def check_checkpoint(ckpt: Path, model: Any, optimizer: Any) -> dict[str, Any]:
     """Validate ``ckpt`` (``.../latest``) against ``model`` and ``optimizer``; return its ``state.json``."""
     state = _state(ckpt / "state.json")
     weights = check_safetensors(ckpt / "model.safetensors")
+    weights = _with_tied_aliases(ckpt / "state.json", weights, state.get("tied", {}))
     _same_tensors(ckpt / "model.safetensors", weights, model.state_dict())
     params = [p for group in optimizer.param_groups for p in group["params"]]
     moments = check_safetensors(ckpt / "optimizer.safetensors")
@@ -67,6 +68,16 @@ def _state(path: Path) -> dict[str, Any]:
         last = history[-1].get("step") if history else None
         raise InputError(path, f"step {step:,} disagrees with the history ({len(history)} entries, last step {last})")
     return state
+
+
+def _with_tied_aliases(path: Path, saved: dict[str, dict], tied: Any) -> dict[str, dict]:
+    """The stored tensors plus the tied ones stored once under another name ({alias: owner})."""
+    if not isinstance(tied, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tied.items()):
+        raise InputError(path, "tied is not an object of tensor names")
+    unknown = sorted(owner for owner in tied.values() if owner not in saved)
+    if unknown:
+        raise InputError(path, f"tied tensor {unknown[0]} is not in the checkpoint")
+    return {**saved, **{alias: saved[owner] for alias, owner in tied.items()}}
 
 
 def _same_tensors(path: Path, saved: dict[str, dict], expected: dict[str, Any]) -> None:
