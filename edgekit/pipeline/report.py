@@ -136,10 +136,16 @@ def _missing(m: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _model_name(m: dict[str, Any]) -> str:
+    """The bundle's model as the report names it (manifests written by hand may lack the name)."""
+    teacher = m.get("teacher") or {}
+    return str(teacher.get("name") or teacher.get("source") or "model")
+
+
 def markdown(m: dict[str, Any], bundle: str = ".") -> str:
     """The report as GitHub-flavoured Markdown."""
     ship = s.ship(m, bundle)
-    lines = [f"# {m['teacher']['name']} for {m['target']}: what to ship", "", _setting(m) + ".", ""]
+    lines = [f"# {_model_name(m)} for {m['target']}: what to ship", "", _setting(m) + ".", ""]
     if ship["artifact"]:
         flag = "" if ship["meets_target"] is not False else " (does **not** meet the target; the default)"
         lines += [
@@ -221,7 +227,7 @@ def html_page(m: dict[str, Any], bundle: str = ".") -> str:
     """The report as one self-contained HTML page."""
     esc = html.escape
     ship = s.ship(m, bundle)
-    title = f"{m['teacher']['name']} for {m['target']}"
+    title = f"{_model_name(m)} for {m['target']}"
     body = [f"<h1>{esc(title)}: what to ship</h1>", f"<p class=meta>{esc(_setting(m))}</p>"]
     if ship["artifact"]:
         warn = ship["meets_target"] is False
