@@ -39,6 +39,16 @@ def sp_tokenizer():
     return train_sentencepiece_bpe(builtin_documents()[:_TOKENIZER_DOCS], vocab_size=512)
 
 
+def tiny_vocab_size(arch: str, tokenizer) -> int:
+    """Embedding rows of a tiny model for ``tokenizer``.
+
+    transformers 5 reloads a qwen2 folder's tokenizer as ``Qwen2Tokenizer``, which adds
+    ``<|endoftext|>`` when the vocabulary lacks it; qwen2 models get 64 padded rows for it, as
+    published Qwen2 checkpoints carry padded rows too.
+    """
+    return len(tokenizer) + (64 if arch == "qwen2" else 0)
+
+
 @pytest.fixture(scope="session")
 def make_tiny_hf(tmp_path_factory, bpe_tokenizer, sp_tokenizer):
     """Factory: a saved HF folder (model + tokenizer) for an arch/tokenizer pair, cached per session.
@@ -51,7 +61,7 @@ def make_tiny_hf(tmp_path_factory, bpe_tokenizer, sp_tokenizer):
         key = (arch, tokenizer, tuple(sorted(overrides.items())))
         if key not in cache:
             tok = bpe_tokenizer if tokenizer == "bpe" else sp_tokenizer
-            spec = TinySpec(arch=arch, vocab_size=len(tok), **overrides)
+            spec = TinySpec(arch=arch, vocab_size=tiny_vocab_size(arch, tok), **overrides)
             model = tiny_model(spec)
             model.config.bos_token_id = tok.bos_token_id
             model.config.eos_token_id = tok.eos_token_id

@@ -46,7 +46,7 @@ def _drop_tensor(src: Path, dst: Path, name: str) -> Path:
         ),
         (
             lambda src, dst: _edit_config(src, dst, num_hidden_layers=3),
-            "model.layers.2.input_layernorm.weight is missing",
+            "model.layers.2.self_attn.q_proj.weight is missing",
         ),
         (lambda src, dst: _edit_config(src, dst, num_key_value_heads=3), "not a multiple of num_key_value_heads=3"),
         (lambda src, dst: _drop_tensor(src, dst, "lm_head.weight"), "lm_head.weight is missing"),

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_f32_export_matches_pytorch(make_tiny_hf, tmp_path, arch, tokenizer, overrides):
     model_dir = make_tiny_hf(arch, tokenizer=tokenizer, **overrides)
     (path,) = export_gguf(model_dir, tmp_path, ["F32"], progress=False)
-    report = verify_artifact(path, model_dir, max_tokens=256)
+    # an F32 KV cache: llama.cpp's default f16 cache flips near-tied top-1s of a random model
+    report = verify_artifact(path, model_dir, max_tokens=256, backend_options={"kv_f32": True})
     assert report.mean_kl <= 1e-5, report.table()
     assert report.top1 == 1.0, report.table()
     assert report.tokenizer_parity, report.tokenizer_mismatches

@@ -10,6 +10,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_vocab_size
 
 from edgekit.errors import ConfigError, UnsupportedModelError
 from edgekit.export.gguf import export_gguf
@@ -45,7 +46,7 @@ def test_gguf_carries_chat_template_and_bos_eos_flags_when_exported(make_tiny_hf
 
 
 def _rope_model(tmp_path: Path, bpe_tokenizer, arch: str, scaling: dict) -> Path:
-    config = tiny_config(TinySpec(arch=arch, vocab_size=len(bpe_tokenizer)))
+    config = tiny_config(TinySpec(arch=arch, vocab_size=tiny_vocab_size(arch, bpe_tokenizer)))
     config.rope_parameters = {**scaling, "rope_theta": 10000.0}  # transformers 5: theta lives in rope_parameters
     config.initializer_range = 0.08
     torch.manual_seed(0)
