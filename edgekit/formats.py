@@ -42,7 +42,7 @@ LEVELS: dict[str, QuantLevel] = {
         QuantLevel("Q4_0", "gguf", 4.5, False, 1.5e-1, 0.80),  # 32-weight blocks, fp16 scale: 4 + 16/32
         QuantLevel("Q3_K_M", "gguf", 3.91, True, 2.5e-1, 0.75),  # 3-bit K-quant, mixed
         QuantLevel("fp32", "onnx", 32.0, False, 1e-5, 0.99),  # float32 ONNX
-        QuantLevel("fp16", "onnx", 16.0, False, 1e-3, 0.98, exportable=False),  # float16 ONNX: needs a CUDA export
+        QuantLevel("fp16", "onnx", 16.0, False, 1e-3, 0.98),  # float16 ONNX (onnxruntime-genai builder)
         QuantLevel("int8", "onnx", 8.0, False, 2e-2, 0.92),  # dynamic int8, per-tensor or per-channel scale
         QuantLevel("int4", "onnx", 4.5, False, 1.5e-1, 0.80),  # MatMulNBits block 32, fp32 scale + 4-bit zero
     )
