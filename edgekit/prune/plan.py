@@ -78,7 +78,8 @@ def planned_config(config, plan: PrunePlan):
     new.head_dim = head_dim(config)
     keep_layers(new, list(range(config.num_hidden_layers - plan.layers)))  # which ones is decided later
     new.intermediate_size = kept_size(config.intermediate_size, plan.ffn, plan.round_to)
-    new.hidden_size = kept_size(config.hidden_size, plan.hidden, plan.round_to)
+    # transformers 5 refuses a hidden width the attention heads do not divide (even with head_dim set)
+    new.hidden_size = kept_size(config.hidden_size, plan.hidden, math.lcm(plan.round_to, groups * per_group))
     new.num_key_value_heads, new.num_attention_heads = groups, groups * per_group
     return new
 
