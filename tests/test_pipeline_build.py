@@ -16,6 +16,7 @@ import pytest
 
 import edgekit
 from edgekit.errors import BackendUnavailable, DoesNotFit, EdgekitError
+from edgekit.fileio import TEMP_PREFIX
 from edgekit.pipeline import build, preflight
 from edgekit.pipeline.bundle import read_manifest
 
@@ -266,9 +267,9 @@ def test_build_killed_during_a_stage_then_resumed_equals_an_uninterrupted_one(re
     bundle = out / "tiny-board" / reference.name
     assert not bundle.exists(), "a killed build must not leave a bundle"
     if stage == "bundle":
-        assert list(bundle.parent.glob(f".{bundle.name}.*.tmp/*")), "the kill left a half-written bundle"
+        assert list(bundle.parent.glob(f"{TEMP_PREFIX}*-{bundle.name}.*/*")), "the kill left a half-written bundle"
     elif stage != "distill":
-        assert list(out.glob(f".work/*/stages/.{stage}-*.tmp/*")), "the kill left a half-written output"
+        assert list(out.glob(f".work/*/stages/{TEMP_PREFIX}*-{stage}-*/*")), "the kill left a half-written output"
         assert not list(out.glob(f".work/*/stages/{stage}-*")), f"{stage} must not look finished"
 
     done = subprocess.run([sys.executable, *cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
@@ -276,7 +277,7 @@ def test_build_killed_during_a_stage_then_resumed_equals_an_uninterrupted_one(re
     assert _reproducible_hashes(bundle) == _reproducible_hashes(reference)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["recommended"]["artifact"] in {a["path"] for a in manifest["artifacts"]}
-    leftovers = list(out.rglob(".*.tmp"))
+    leftovers = [*out.rglob(".*.tmp"), *out.rglob(f"{TEMP_PREFIX}*")]
     assert not leftovers, f"half-written outputs left behind: {leftovers}"
 
 

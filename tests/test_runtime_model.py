@@ -59,14 +59,14 @@ def test_generate_ends_before_stop_string_when_model_produces_it(model):
 
 def test_chat_prompt_ids_equal_hf_apply_chat_template_when_template_exists(model, make_tiny_hf):
     tok = load_tokenizer(make_tiny_hf("llama"))
-    expected = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True)
+    expected = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True, return_dict=False)
     assert model.prompt_ids(MESSAGES) == list(expected)
     assert model.chat_prompt(MESSAGES).endswith("<|assistant|>\n")
 
 
 def test_chat_generate_uses_template_when_messages_given(model, make_tiny_hf):
     tok = load_tokenizer(make_tiny_hf("llama"))
-    templated = list(tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True))
+    templated = list(tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True, return_dict=False))
     expected = list(model.backend.generate_ids(templated, 12, SamplingParams()))
     assert model.generate_ids(MESSAGES, max_tokens=12, ignore_eos=True) == expected
     assert model.generate(MESSAGES, max_tokens=12, ignore_eos=True) == model.detokenize(expected)
