@@ -22,7 +22,9 @@ LLAMA_MAX_LAYERS = 512  # llama.cpp src/llama-hparams.h: fixed-size per-layer ar
 MAX_CONTEXT = 1 << 24  # tokens; llama.cpp keeps n_ctx_train in a uint32, larger values are damage
 # Dense decoder families whose every block has these tensors (llama.cpp builds them all the same way).
 DENSE_ARCHS = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3", "phi3", "granite", "olmo2")
-BLOCK_TENSORS = ("attn_norm", "attn_output", "ffn_down", "ffn_up")  # plus q/k/v or fused qkv
+BLOCK_TENSORS = ("attn_output", "ffn_down", "ffn_up")  # plus q/k/v or fused qkv, plus one attention norm
+# the attention norm sits before attention in most families, after it in OLMo 2 (post-norm only)
+ATTENTION_NORMS = ("attn_norm", "post_attention_norm")
 _BLOCK = re.compile(r"^blk\.(\d+)\.(\w+)\.")
 _INT_TYPES = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "UINT64", "INT64")
 _SPECIAL_ID = re.compile(r"^tokenizer\.ggml\.\w+_token_id$")
@@ -182,6 +184,8 @@ def _tensors(f: _Fields, arch: str, hp: dict[str, Any], n_vocab: int | None, ten
         f.problems.append("tensor output_norm.weight is missing")
     for i in range(n_layer):
         names = {f"blk.{i}.{t}.weight" for t in BLOCK_TENSORS}
+        if not any(f"blk.{i}.{norm}.weight" in by_name for norm in ATTENTION_NORMS):
+            names.add(f"blk.{i}.{ATTENTION_NORMS[0]}.weight")
         if f"blk.{i}.attn_qkv.weight" not in by_name:
             names |= {f"blk.{i}.attn_{p}.weight" for p in "qkv"}
         missing = sorted(n for n in names if n not in by_name)
