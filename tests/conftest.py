@@ -39,6 +39,15 @@ def sp_tokenizer():
     return train_sentencepiece_bpe(builtin_documents()[:_TOKENIZER_DOCS], vocab_size=512)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test: the CI box has 2 shared cores and tiny models stall when oversubscribed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_vocab_size(arch: str, tokenizer) -> int:
     """Embedding rows of a tiny model for ``tokenizer``.
 
