@@ -161,3 +161,23 @@ def release(model) -> None:
         for name in list(module._buffers):
             module._buffers[name] = None
     gc.collect()
+
+
+@contextlib.contextmanager
+def fp32_everywhere(model) -> Iterator[Any]:
+    """The whole model in float32 for the block (for passes that need gradients), then put back exactly.
+
+    Costs the fp32 model (4 bytes per weight) for the block's duration; the same ``Parameter``
+    objects hold the fp32 copies, so gradients land where the caller looks for them.
+    """
+    saved = []
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            saved.append((tensor, tensor.data))
+            tensor.data = tensor.data.float()
+    try:
+        yield model
+    finally:
+        for tensor, data in saved:
+            tensor.grad = None
+            tensor.data = data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,16 @@ def test_release_empties_the_model(bf16_dirs):
     model = load_resident(bf16_dirs("llama"))
     release(model)
     assert not any(True for _ in model.parameters())
+
+
+@pytest.mark.parametrize("arch", [a for a, f in REGISTRY.items() if f.gguf_arch])
+def test_imatrix_of_resident_model_equals_fp32(arch, bf16_dirs, one_torch_thread):
+    from edgekit.export.imatrix import compute_imatrix
+
+    folder = bf16_dirs(arch, tied=True)  # every family's GGUF takes tied embeddings (Gemma's only those)
+    rows = _rows(load_model(folder).config.vocab_size)
+    want, n_want = compute_imatrix(load_model(folder), rows, batch=1)
+    got, n_got = compute_imatrix(load_resident(folder), rows, batch=1)
+    assert n_got == n_want and got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=0, err_msg=name)
