@@ -39,21 +39,35 @@ STAGES = [
 ]
 
 
+def _folder_bytes(folder: Path) -> int:
+    """Total size of the files under ``folder`` now (files vanishing mid-walk count 0)."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size if path.is_file() else 0
+    return total
+
+
 class Timeline:
     """(t, tree RSS bytes) samples every ``interval`` s, and (label, start, end) stage spans."""
 
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, interval: float = 0.1, folder: Path | None = None):
         import psutil
 
-        self.root, self.interval = psutil.Process(), interval
+        self.root, self.interval, self.folder = psutil.Process(), interval, folder
+        self.peak_disk_bytes = 0  # largest total size of ``folder`` seen (sampled every 10th tick)
         self.samples: list[tuple[float, int]] = []
         self.spans: list[tuple[str, float, float]] = []
         self._stop = threading.Event()
         self.t0 = time.perf_counter()
 
     def _run(self) -> None:
+        tick = 0
         while not self._stop.wait(self.interval):
             self.samples.append((time.perf_counter() - self.t0, tree_rss_bytes(self.root)))
+            tick += 1
+            if self.folder is not None and tick % 10 == 0:
+                self.peak_disk_bytes = max(self.peak_disk_bytes, _folder_bytes(self.folder))
 
     def __enter__(self) -> Timeline:
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -86,7 +100,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
-    timeline = Timeline()
+    args.out.mkdir(parents=True, exist_ok=True)
+    timeline = Timeline(folder=args.out)
     for module, attr, label in STAGES:
         with contextlib.suppress(ImportError, AttributeError):
             mod = importlib.import_module(module)
@@ -108,6 +123,7 @@ def main() -> None:
         "argv": argv,
         "wall_s": round(wall, 1),
         "peak_tree_rss_gb": round(timeline.peak() / 1e9, 2),
+        "peak_out_folder_gb": round(timeline.peak_disk_bytes / 1e9, 2),  # files + temporaries under --out
         "error": error,
         "stages": [
             {
@@ -124,6 +140,7 @@ def main() -> None:
             f"{s['stage']:36} start {s['start_s']:7.1f} s  {s['wall_s']:7.1f} s  peak {s['peak_tree_rss_gb']:6.2f} GB"
         )
     print(f"{'whole export':36} {result['wall_s']:21.1f} s  peak {result['peak_tree_rss_gb']:6.2f} GB  {error or ''}")
+    print(f"peak size of {args.out}: {result['peak_out_folder_gb']:.2f} GB")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 
