@@ -193,7 +193,7 @@ def verify_artifact(
             action="verifying it in its runtime",
         )
         runtime_seconds = round(time.perf_counter() - started, 2)
-        cmp = _compare(prepared, np.load(side["logits"], mmap_mode="r"))
+        cmp = _compare(prepared, Path(side["logits"]))
     level = level or side["level"]
     mismatches = [
         label for (_, _, want), got, label in zip(cases, side["ids"], _labels(cases), strict=True) if got != want
@@ -227,13 +227,18 @@ def verify_artifact(
     return report
 
 
-def _compare(prepared, cand: np.ndarray):
-    """Reference vs artifact logits, one row at a time (the artifact's padded vocab cut off)."""
-    ref = prepared.logits()
-    vocab = ref.shape[-1]
+def _compare(prepared, candidate: Path):
+    """Reference vs artifact logits (``.npy`` files), one row at a time (the artifact's padded vocab cut off)."""
+    from edgekit.export.reference import read_row
+
     rows = prepared.rows.numpy()
-    chunks = ((ref[i, :-1], cand[i, :-1, :vocab], rows[i, 1:]) for i in range(len(rows)))
-    return compare_logits_chunked(chunks)
+
+    def chunks():
+        for i in range(len(rows)):
+            ref = prepared.row(i)
+            yield ref[:-1], read_row(candidate, i)[:-1, : ref.shape[-1]], rows[i, 1:]
+
+    return compare_logits_chunked(chunks())
 
 
 def _limits(level: str, threshold) -> tuple[float, float]:
