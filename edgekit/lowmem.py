@@ -48,19 +48,17 @@ def checkpoint_dtype(config: Any) -> torch.dtype:
 
 
 def load_resident(name_or_path: str | Path, *, dtype: torch.dtype | None = None):
-    """Load a causal LM in its checkpoint precision (``dtype`` overrides), ready for ``fp32_compute``.
+    """Load a causal LM in its checkpoint precision, ready for ``fp32_compute``.
 
-    Honours the user's loading options (``edgekit.loading``) like ``edgekit.models.load_model``;
-    with a ``--dtype`` other than float32 the model is loaded in that dtype, as the user asked.
+    ``dtype`` overrides; so does the user's ``--dtype`` (``edgekit.loading``) when it is not
+    float32: the weights are then held in that dtype, and still computed in fp32.
     """
     from edgekit.loading import options_for
     from edgekit.models import load_config, load_model
 
     opts = options_for(name_or_path)
-    if dtype is None and opts.dtype != "float32":
-        return load_model(name_or_path)  # the user chose the compute dtype: keep theirs
-    config = load_config(name_or_path)
-    dtype = dtype or checkpoint_dtype(config)
+    if dtype is None:
+        dtype = opts.torch_dtype() if opts.dtype != "float32" else checkpoint_dtype(load_config(name_or_path))
     model = load_model(name_or_path, dtype=dtype)
     if dtype != torch.float32:
         restore_fp32_buffers(model)
