@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.export.checkpoint import FLOAT_DTYPES, Checkpoint
+from edgekit.export.checkpoint import FLOAT_DTYPES, INDEX, Checkpoint
 from edgekit.export.gguf import (
     checked_vocab,
     encode,
@@ -80,6 +80,10 @@ def stream_plan(model_dir: str | Path, config) -> tuple[StreamPlan | None, str]:
     from edgekit.loading import options_for
 
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return None, "it is not a folder on disk"
+    if not any(model_dir.glob("*.safetensors")) and not (model_dir / INDEX).is_file():
+        return None, "it has no safetensors files"
     checkpoint = Checkpoint(model_dir)
     layout = model_layout(config)
     family = family_of(config)
