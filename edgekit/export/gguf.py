@@ -284,6 +284,8 @@ def export_gguf(
             from edgekit.export.imatrix import save_imatrix_file
 
             save_imatrix_file(out_dir / f"{name}-imatrix.safetensors", imx, imx_info)
+    if model is not None and not allocate and source.plan is not None:  # the streamed writer needs no model
+        release(model)
     with temporary_dir(out_dir, "gguf") as tmp:  # inside --out, removed on failure and by the next run
         # the allocation's probe reads an F32 base; otherwise the checkpoint's own precision is exact
         base_level = "F32" if allocate else source.base_level
@@ -311,7 +313,7 @@ def export_gguf(
             if level in DIRECT_LEVELS and paths[level] != base:
                 source.write(tokenizer, paths[level], level, name, provenance)
         if model is not None:
-            release(model)  # llama-quantize needs no fp weights: return them before it starts
+            release(model)  # llama-quantize needs no fp weights: return them before it starts (idempotent)
         del model, source  # the writer's fallback may hold a model of its own
         gc.collect()
         for level in [*quants, *(m for m in mixes if m not in quants)]:
