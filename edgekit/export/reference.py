@@ -56,6 +56,22 @@ class Reference:
         return self._cases[gguf]
 
 
+def write_rows(path: str | Path, rows: Iterator[np.ndarray], n: int) -> Path:
+    """Write ``n`` float32 arrays of one shape as one ``.npy`` [n, *shape], one at a time.
+
+    Plain writes, not a memory map: a mapping's written pages would stay in the process's RSS.
+    """
+    with open(path, "wb") as fh:
+        for i, row in enumerate(rows):
+            row = np.ascontiguousarray(row, dtype=np.float32)
+            if i == 0:  # the header needs the shape, known from the first row
+                header = {"descr": "<f4", "fortran_order": False, "shape": (n, *row.shape)}
+                np.lib.format.write_array_header_2_0(fh, header)
+            fh.write(row.tobytes())
+            del row
+    return Path(path)
+
+
 def read_row(path: str | Path, i: int) -> np.ndarray:
     """Row ``i`` of a 3-D ``.npy`` file, as a copy: the file's pages are unmapped again at once, so
     reading every row of a 0.5 GB file one by one never holds more than one row in memory."""
@@ -86,14 +102,9 @@ def prepare_reference(
     model = load_resident(reference)
     path = Path(workdir) / "reference-logits.npy"
     try:
-        with torch.no_grad(), fp32_compute(model), open(path, "wb") as fh:
-            for i, row in enumerate(rows):
-                logits = np.ascontiguousarray(model(input_ids=row[None]).logits[0].float().numpy())
-                if i == 0:  # the header needs the shape: rows x this row's [seq, vocab]
-                    header = {"descr": "<f4", "fortran_order": False, "shape": (len(rows), *logits.shape)}
-                    np.lib.format.write_array_header_2_0(fh, header)
-                fh.write(logits.tobytes())  # written, not memory-mapped: the pages do not stay in RSS
-                del logits
+        with torch.no_grad(), fp32_compute(model):
+            rows_out = (model(input_ids=row[None]).logits[0].float().numpy() for row in rows)
+            write_rows(path, rows_out, len(rows))
     finally:
         release(model)  # before any runtime child opens an artifact
         del model

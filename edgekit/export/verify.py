@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekit.errors import VerificationError
 from edgekit.export.stress import STRESS_TEXTS, stress_texts
 from edgekit.quality import compare_logits_chunked
@@ -122,14 +120,14 @@ def artifact_side(
 
     Plain-text cases add BOS as the runtime does for a prompt; token cases add nothing.
     """
+    from edgekit.export.reference import write_rows
     from edgekit.runtime.detect import open_backend
 
     backend = open_backend(artifact, **options)
     try:
-        logits = np.stack([backend.logits(row) for row in rows])
-        ids = [backend.tokenize(t, add_special_tokens=not parse, parse_special=parse) for t, parse in cases]
         out = Path(tmp) / "logits.npy"
-        np.save(out, logits)
+        write_rows(out, (backend.logits(row) for row in rows), len(rows))  # a row at a time, not stacked
+        ids = [backend.tokenize(t, add_special_tokens=not parse, parse_special=parse) for t, parse in cases]
         return {
             "logits": str(out),
             "ids": ids,
