@@ -181,7 +181,8 @@ def prune_folder(
     embedding/LM head) in fp32 + one row's logits while scoring, whichever is larger (measured in
     docs/pruning.md). The file is saved in the source dtype unless
     ``save_dtype`` (float32 | bfloat16 | float16) asks otherwise. With recovery the pruned model is
-    trained, so it is cut to float32 and a frozen copy of the source teaches it (see distillation).
+    trained, so it is cut to float32 (and saved so) and a frozen copy of the source teaches it with
+    fp32 arithmetic (``distill.teacher``).
     """
     from edgekit.fileio import write_json_atomic
     from edgekit.lowmem import load_resident
