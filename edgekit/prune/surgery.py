@@ -10,10 +10,21 @@ weights are scaled by sqrt(d_old / d_new) and ``rms_norm_eps`` by d_old / d_new,
 channels that carry zeros exact, and is the right correction when removed channels are quiet.
 Gemma's (1 + w) norms get the same correction on their effective gain. Which tensors exist, where
 fused projections are split and which axis each index runs along all come from the family spec.
+
+Memory: the new model is built in the source's dtype (bf16 stays bf16: 2 bytes/parameter, not a
+second fp32 copy), without random initialisation, and filled tensor by tensor (one slice of one
+tensor is the only temporary). The new model's parameters start on the meta device and get memory
+one layer at a time, just before that layer is written (NaN-filled, which keeps the "every
+parameter written" check); with ``release_source=True`` each source layer is freed once copied, so
+the allocator reuses its memory and the peak stays near one model plus one layer. Without it,
+peak = source + pruned model. Rescaled tensors (norms, Gemma's
+embedding scale) are computed in fp32 and rounded once, so a bf16 source gives bitwise the fp32
+path's result rounded to bf16.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -116,14 +127,14 @@ def _copy_layer(family, src, dst, config, new_config, index: dict[str, torch.Ten
             if index[kind] is not None:
                 data = data.index_select(dim, index[kind])
         if len(axes) == 1 and name.endswith(("norm", "layernorm")):
-            data = _norm(data, scales[axes[0]], family.norm_offset)
+            data = _norm(data.float(), scales[axes[0]], family.norm_offset)  # fp32, rounded once by copy_
         dst_param, dst_rows, _ = target[name]
         _view(dst_param, dst_rows).copy_(data)
 
 
 def _assert_all_written(new) -> None:
     """Every parameter of the new model was filled with NaN first; any NaN left was never written."""
-    missing = [name for name, p in new.named_parameters() if torch.isnan(p).any()]
+    missing = [name for name, p in new.named_parameters() if any(c.isnan().any() for c in p.split(4096))]
     if missing:
         raise UnsupportedModelError(
             f"surgery left {len(missing)} parameter(s) unwritten ({', '.join(missing[:3])}): the family "
@@ -131,32 +142,74 @@ def _assert_all_written(new) -> None:
         )
 
 
-@torch.no_grad()
-def apply_keep(model, keep: Keep):
-    """The pruned model (float32, eval mode); ``model`` is left untouched.
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Parameters registered inside the block live on the meta device (no memory); buffers stay real,
+    so the rotary frequencies and scales a model computes from its config are what a normal build has."""
+    register = torch.nn.Module.register_parameter
 
-    Refuses families outside the edgekit.arch registry, and checks that every parameter of the new
-    model was written from the old one.
-    """
+    def on_meta(module, name, param):
+        if param is not None and not param.is_meta:
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def _empty_model(config, dtype: torch.dtype):
+    """A model of ``config`` in ``dtype`` whose parameters are on the meta device (see ``_materialize``)."""
     from transformers import AutoModelForCausalLM
 
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover - older transformers: initialise (slower, same result)
+        no_init_weights = contextlib.nullcontext
+    with no_init_weights(), _parameters_on_meta():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.tie_weights()  # skipped with the initialisation; an untied head would stay NaN (and be caught)
+    return model
+
+
+def _materialize(module: torch.nn.Module, made: dict[int, torch.nn.Parameter]) -> None:
+    """Give ``module``'s meta parameters real NaN-filled memory, allocated now (so it can reuse what
+    the source just freed). ``made`` maps a meta parameter to its real one, which keeps tied weights
+    tied; NaN is what ``_assert_all_written`` looks for."""
+    for sub in module.modules():
+        for name, param in sub._parameters.items():
+            if param is None or not param.is_meta:
+                continue
+            if id(param) not in made:
+                real = torch.full(param.shape, float("nan"), dtype=param.dtype)
+                made[id(param)] = torch.nn.Parameter(real, requires_grad=param.requires_grad)
+            sub._parameters[name] = made[id(param)]
+
+
+@torch.no_grad()
+def apply_keep(model, keep: Keep, *, dtype: torch.dtype | None = None, release_source: bool = False):
+    """The pruned model (eval mode) in ``dtype`` (default: ``model``'s own); ``model`` is left untouched.
+
+    ``dtype=torch.float32`` for a model that will be trained (students, recovery).
+    ``release_source``: free ``model``'s tensors once copied, for callers that no longer need it
+    (it is unusable afterwards). Refuses families outside the edgekit.arch
+    registry, and checks that every parameter of the new model was written from the old one.
+    """
     config = model.config
     family = family_of(config)
     check_keep(config, keep)
     new_config = pruned_config(config, keep)
-    new = AutoModelForCausalLM.from_config(new_config, dtype=torch.float32)
-    for p in new.parameters():
-        p.fill_(float("nan"))
+    new = _empty_model(new_config, dtype or family.embed(model).weight.dtype)
+    made: dict[int, torch.nn.Parameter] = {}  # meta parameter -> its real, NaN-filled memory
     h = keep.hidden
     hidden_scale = math.sqrt(config.hidden_size / len(h))  # see the module docstring
-    embed = family.embed(model).weight[:, h]
-    if not config.tie_word_embeddings:  # keep the input scale (Gemma: sqrt(hidden)) where the table is free
-        embed = embed * (family.embedding_scale(config) / family.embedding_scale(new_config))
-        family.lm_head(new).weight.copy_(family.lm_head(model).weight[:, h])
-    family.embed(new).weight.copy_(embed)
-    family.final_norm(new).weight.copy_(_norm(family.final_norm(model).weight[h], hidden_scale, family.norm_offset))
     heads = keep.heads or [None] * len(keep.layers)
     old_layers, new_layers = family.layers(model), family.layers(new)
+    release = _releaser(release_source)
+    for i in set(range(len(old_layers))) - set(keep.layers):
+        release(old_layers[i])
     hd = head_dim(config)
     for j, (i, ffn, groups, in_group) in enumerate(zip(keep.layers, keep.ffn, keep.groups, heads, strict=True)):
         q = _rows(query_heads(groups, group_size(config), in_group), hd)
@@ -168,10 +221,40 @@ def apply_keep(model, keep: Keep):
             KV: math.sqrt(kv_rows(config) / len(kv)),
             HEAD_DIM: 1.0,
         }
+        _materialize(new_layers[j], made)
         _copy_layer(family, old_layers[i], new_layers[j], config, new_config, index, scales)
+        release(old_layers[i])
+    _materialize(new, made)  # everything outside the layers
+    _copy_ends(family, model, new, config, new_config, h, hidden_scale)
+    release(model)
     _assert_all_written(new)
     new.generation_config = copy.deepcopy(model.generation_config)
     return new.eval()
+
+
+def _releaser(enabled: bool):
+    """``edgekit.lowmem.release`` when the source may be freed as it is copied, else a no-op."""
+    if not enabled:
+        return lambda module: None
+    from edgekit.lowmem import release
+
+    return release
+
+
+def _copy_ends(family, model, new, config, new_config, h: torch.Tensor, hidden_scale: float) -> None:
+    """Embeddings, LM head and final norm: kept hidden columns, rescaled in fp32 where a scale applies."""
+    weight = family.embed(model).weight
+    embed = weight if len(h) == weight.shape[1] else weight.index_select(1, h)  # no copy when width is kept
+    if not config.tie_word_embeddings:  # keep the input scale (Gemma: sqrt(hidden)) where the table is free
+        ratio = family.embedding_scale(config) / family.embedding_scale(new_config)
+        if ratio != 1.0:
+            embed = embed.float() * ratio
+        head = family.lm_head(model).weight
+        family.lm_head(new).weight.copy_(head if len(h) == head.shape[1] else head.index_select(1, h))
+    family.embed(new).weight.copy_(embed)
+    del embed, weight
+    norm = family.final_norm(model).weight[h].float()
+    family.final_norm(new).weight.copy_(_norm(norm, hidden_scale, family.norm_offset))
 
 
 def keep_everything(model) -> Keep:
