@@ -152,14 +152,11 @@ def _print_resources(stages) -> None:
 
     machine = this_machine(Path("."))
     table = Table(title="memory and disk each stage needs on the build machine", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("stage", "peak memory", "disk", "largest terms"):
-        table.add_column(
-            col, justify="left" if col in ("stage", "largest terms") else "right", no_wrap=col != "largest terms"
-        )
+    for col in ("stage", "peak memory", "disk", "largest term"):
+        table.add_column(col, justify="right" if col in ("peak memory", "disk") else "left")
     for e in stages:
-        top = sorted(e.memory, key=lambda t: -t.bytes)[:2]
-        table.add_row(e.stage, _size(e.memory_bytes), _size(e.disk_bytes) if e.disk else "-",
-                      ", ".join(f"{t.what} {_size(t.bytes)}" for t in top))  # fmt: skip
+        top = max(e.memory, key=lambda t: t.bytes)
+        table.add_row(e.stage, _size(e.memory_bytes), _size(e.disk_bytes) if e.disk else "-", top.what.split(" (")[0])
     console.print(table)
     if machine.memory_available is not None:
         console.print(
