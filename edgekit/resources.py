@@ -122,7 +122,8 @@ def _model(s: Sizes) -> Term:
 
 
 def _layer_fp32(s: Sizes) -> Term:
-    return Term("one layer in fp32", s.layer * CONST["fp32"])
+    """edgekit.lowmem upcasts one unit at a time: a decoder layer, or the embedding / output head."""
+    return Term("largest unit (layer or embedding) in fp32", max(s.layer, s.largest) * CONST["fp32"])
 
 
 def _activations(s: Sizes, tokens: int) -> Term:
