@@ -38,14 +38,13 @@ def expected_shapes(config: Any) -> dict[str, tuple[int, ...]]:
 
 
 def stored_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape from every ``*.safetensors`` header in the folder."""
+    """Tensor name -> shape from the headers of the folder's safetensors files (the shards its index lists)."""
     from safetensors import safe_open
 
+    from edgekit.export.checkpoint import checkpoint_files
+
     shapes: dict[str, tuple[int, ...]] = {}
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise InputError(model_dir, "no *.safetensors weights (edgekit loads safetensors only)")
-    for path in files:
+    for path in checkpoint_files(model_dir):  # a shard the index lists but the folder lacks is named here
         try:
             with safe_open(str(path), "np") as fh:
                 for name in fh.keys():  # noqa: SIM118 - safe_open is not a mapping

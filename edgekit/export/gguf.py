@@ -3,15 +3,17 @@
 Tensor names come from gguf-py's own tables (``gguf.get_tensor_name_map`` for the family's
 llama.cpp architecture); hparams, transforms and loader rules from the family spec.
 
-F32, F16 and BF16 files are written directly; quantized levels are made from the F32 file by
-llama.cpp's own quantizer (``edgekit.export.quantize``), with an importance matrix for the low-bit
-levels. Every file is written under a temporary name and renamed, with a JSON sidecar beside it.
+F32, F16 and BF16 files are written directly, streamed from the checkpoint a tensor at a time
+(``edgekit.export.gguf_stream``); quantized levels are made by llama.cpp's own quantizer
+(``edgekit.export.quantize``) from a file in the checkpoint's own precision (BF16, F16 or F32: exact,
+so the quantized bytes are the same as from F32), with an importance matrix for the low-bit levels.
+Every file is written under a temporary name and renamed, with a JSON sidecar beside it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,28 +55,54 @@ def permute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def gguf_tensors(model) -> Iterator[tuple[str, np.ndarray]]:
-    """(GGUF name, float32 array) for every weight, with the family's transforms applied:
-    rotary permute where llama.cpp rotates interleaved pairs, norm offset where RMSNorm is (1 + w)."""
-    c = model.config
-    family = family_of(c)
-    for hf_name, tensor in model.state_dict().items():
-        if hf_name == f"{family.lm_head_path}.weight" and c.tie_word_embeddings and not family.gguf_needs_output:
+def gguf_sources(config, hf_names: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(GGUF name, HF parameter name) of every weight written, in ``hf_names`` (state_dict) order.
+
+    The output head is skipped when tied, unless llama.cpp needs it anyway (a copy of the embedding);
+    rotary ``inv_freq`` buffers are computed by llama.cpp, never stored.
+    """
+    family = family_of(config)
+    for hf_name in hf_names:
+        if hf_name == f"{family.lm_head_path}.weight" and config.tie_word_embeddings and not family.gguf_needs_output:
             continue
         if hf_name.endswith("rotary_emb.inv_freq"):
             continue
-        name = gguf_name(hf_name, family, c.num_hidden_layers)
-        data = tensor.detach().float().cpu().numpy()
-        kind = name.split(".")[-2]
-        if family.gguf_permute_qk and kind in ("attn_q", "attn_k"):
-            data = permute_rotary(data, c.num_attention_heads if kind == "attn_q" else c.num_key_value_heads)
-        if family.norm_offset and hf_name.endswith("norm.weight"):
-            data = data + np.float32(family.norm_offset)
-        yield name, data
-    factors = None if family.gguf_own_rope_scaling else rope_factors(c, rope_scaling_of(c, family.gguf_arch))
+        yield gguf_name(hf_name, family, config.num_hidden_layers), hf_name
+
+
+def needs_whole_tensor(config, name: str) -> bool:
+    """Whether ``transform`` mixes rows of this GGUF tensor (the rotary permute), so it cannot be done in row chunks."""
+    return family_of(config).gguf_permute_qk and name.split(".")[-2] in ("attn_q", "attn_k")
+
+
+def transform(config, name: str, hf_name: str, data: np.ndarray) -> np.ndarray:
+    """The family's transforms on one float32 weight (whole, or a row chunk unless ``needs_whole_tensor``):
+    rotary permute where llama.cpp rotates interleaved pairs, norm offset where RMSNorm is (1 + w)."""
+    family = family_of(config)
+    kind = name.split(".")[-2]
+    if needs_whole_tensor(config, name):
+        data = permute_rotary(data, config.num_attention_heads if kind == "attn_q" else config.num_key_value_heads)
+    if family.norm_offset and hf_name.endswith("norm.weight"):
+        data = data + np.float32(family.norm_offset)
+    return data
+
+
+def extra_tensors(config) -> Iterator[tuple[str, np.ndarray]]:
+    """Tensors llama.cpp reads that are not HF weights (small, computed from the config), after the weights."""
+    family = family_of(config)
+    factors = None if family.gguf_own_rope_scaling else rope_factors(config, rope_scaling_of(config, family.gguf_arch))
     if factors is not None:  # llama3-style scaling: per-frequency divisors llama.cpp reads as a tensor
         yield "rope_freqs.weight", factors
-    yield from family.gguf_extra_tensors(c).items()
+    yield from family.gguf_extra_tensors(config).items()
+
+
+def gguf_tensors(model) -> Iterator[tuple[str, np.ndarray]]:
+    """(GGUF name, float32 array) for every weight of a model in memory, with the family's transforms applied."""
+    c = model.config
+    state = model.state_dict()
+    for name, hf_name in gguf_sources(c, state):
+        yield name, transform(c, name, hf_name, state[hf_name].detach().float().cpu().numpy())
+    yield from extra_tensors(c)
 
 
 def _write_hparams(writer, config, name: str) -> None:
@@ -120,26 +148,16 @@ def gguf_warnings(config, context: int) -> list[str]:
 def write_gguf(
     model, tokenizer, path: Path, level: str = "F32", name: str = "model", metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``model`` as an F32 / F16 / BF16 GGUF at ``path`` (atomically)."""
-    import gguf
+    """Write ``model`` (in memory) as an F32 / F16 / BF16 GGUF at ``path`` (atomically).
 
-    if problems := gguf_refusals(model.config):
-        raise UnsupportedModelError(f"{path}: cannot export to GGUF: " + "; ".join(problems))
-    arch = family_of(model.config).gguf_arch
-    vocab = vocab_from_tokenizer(tokenizer)  # fails before anything is written
-    if len(vocab.tokens) > model.config.vocab_size:
-        raise InputError(
-            path, f"tokenizer has {len(vocab.tokens)} tokens but the model only {model.config.vocab_size} embeddings"
-        )
+    ``edgekit.export.gguf_stream`` writes the same bytes from a checkpoint folder without loading it.
+    """
+    vocab = checked_vocab(model.config, tokenizer, path)  # fails before anything is written
     with atomic_path(path) as tmp:
-        writer = gguf.GGUFWriter(tmp, arch)
-        _write_hparams(writer, model.config, name)
-        writer.add_file_type(FILE_TYPES[level])
-        write_vocab(writer, pad_vocab(vocab, model.config.vocab_size))
-        for key, value in (metadata or {}).items():
-            writer.add_string(f"edgekit.{key}", str(value))
+        writer = start_writer(tmp, model.config, vocab, level, name, metadata)
         for tensor_name, data in gguf_tensors(model):
-            _add_tensor(writer, tensor_name, data, level)
+            packed, raw_dtype = encode(data, level)
+            writer.add_tensor(tensor_name, packed, raw_dtype=raw_dtype)  # shape from the bytes
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -147,16 +165,54 @@ def write_gguf(
     return path
 
 
-def _add_tensor(writer, name: str, data: np.ndarray, level: str) -> None:
+def checked_vocab(config, tokenizer, path: Path):
+    """The tokenizer's GGUF vocabulary, after refusing configs llama.cpp cannot run (errors name ``path``)."""
+    if problems := gguf_refusals(config):
+        raise UnsupportedModelError(f"{path}: cannot export to GGUF: " + "; ".join(problems))
+    vocab = vocab_from_tokenizer(tokenizer)
+    if len(vocab.tokens) > config.vocab_size:
+        raise InputError(
+            path, f"tokenizer has {len(vocab.tokens)} tokens but the model only {config.vocab_size} embeddings"
+        )
+    return vocab
+
+
+def start_writer(path: Path, config, vocab, level: str, name: str, metadata: dict[str, Any] | None):
+    """A ``gguf.GGUFWriter`` for ``path`` holding every key (hparams, file type, vocabulary, provenance), no tensors."""
     import gguf
 
-    if data.ndim == 1 or level == "F32":  # norms and biases stay F32, as llama.cpp expects
-        writer.add_tensor(name, data.astype(np.float32))
-    elif level == "F16":
-        writer.add_tensor(name, data.astype(np.float16))
-    else:
-        packed = gguf.quants.quantize(data.astype(np.float32), gguf.GGMLQuantizationType.BF16)
-        writer.add_tensor(name, packed, raw_dtype=gguf.GGMLQuantizationType.BF16)  # shape from the bytes
+    writer = gguf.GGUFWriter(path, family_of(config).gguf_arch)
+    _write_hparams(writer, config, name)
+    writer.add_file_type(FILE_TYPES[level])
+    write_vocab(writer, pad_vocab(vocab, config.vocab_size))
+    for key, value in (metadata or {}).items():
+        writer.add_string(f"edgekit.{key}", str(value))
+    return writer
+
+
+def stored_type(ndim: int, level: str):
+    """GGML type a weight of ``ndim`` dimensions is stored as in a ``level`` file: norms and biases stay F32."""
+    import gguf
+
+    if ndim == 1 or level == "F32":  # norms and biases stay F32, as llama.cpp expects
+        return gguf.GGMLQuantizationType.F32
+    return gguf.GGMLQuantizationType[level]
+
+
+def encode(data: np.ndarray, level: str, ndim: int | None = None) -> tuple[np.ndarray, Any]:
+    """(array as written, raw GGML type or None) for float32 ``data`` in a ``level`` file.
+
+    ``ndim`` is the whole tensor's when ``data`` is a row chunk of it. BF16 is packed by gguf-py's
+    own rounding (round to nearest even, NaNs kept quiet) into bytes, so the shape comes from them.
+    """
+    import gguf
+
+    kind = stored_type(data.ndim if ndim is None else ndim, level)
+    if kind == gguf.GGMLQuantizationType.F32:
+        return data.astype(np.float32), None
+    if kind == gguf.GGMLQuantizationType.F16:
+        return data.astype(np.float16), None
+    return gguf.quants.quantize(data.astype(np.float32), kind), kind
 
 
 IMATRIX_LEVELS = {"Q3_K_M", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q4_0"}
@@ -204,22 +260,28 @@ def export_gguf(
     config = check_source(model_dir)
     tokenizer = load_tokenizer(model_dir)
     _check_representable(config, tokenizer, model_dir)
-    model = load_model(model_dir)
+    from edgekit.export.gguf_stream import GgufSource
+
+    needs_imatrix = imatrix is not None and bool(bpw or any(q in IMATRIX_LEVELS for q in quants))
+    model = load_model(model_dir) if allocate or (needs_imatrix and imatrix == "auto") else None
+    source = GgufSource(model_dir, config, loaded=model)  # streams the checkpoint; else writes ``model``
     name = name or model_dir.name
     provenance = provenance if provenance is not None else {"source": str(model_dir)}
     paths = {q: out_dir / f"{name}-{q}.gguf" for q in quants}
     if bpw and not allocate:
         raise InputError(model_dir, "bits-per-weight targets need a sensitivity allocation (allocate='auto')")
     imx, imx_info = None, None
-    if imatrix is not None and (bpw or any(q in IMATRIX_LEVELS for q in quants)):
+    if needs_imatrix:
         imx, imx_info = _imatrix_for(model, tokenizer, imatrix, calibration_ids, calibration_source)
         if imatrix == "auto":  # kept for reuse: ``--imatrix <file>`` skips the forward passes next time
             from edgekit.export.imatrix import save_imatrix_file
 
             save_imatrix_file(out_dir / f"{name}-imatrix.safetensors", imx, imx_info)
     with temporary_dir(out_dir, "gguf") as tmp:  # inside --out, removed on failure and by the next run
-        base = paths.get("F32") or Path(tmp) / "base-F32.gguf"
-        write_gguf(model, tokenizer, base, "F32", name, provenance)
+        # the allocation's probe reads an F32 base; otherwise the checkpoint's own precision is exact
+        base_level = "F32" if allocate else source.base_level
+        base = paths.get(base_level) or Path(tmp) / f"base-{base_level}.gguf"
+        source.write(tokenizer, base, base_level, name, provenance)
         mixes = {}
         if allocate:
             from edgekit.export.mix import plan_mixes
@@ -242,8 +304,8 @@ def export_gguf(
             overrides, info, mix = {}, None, mixes.get(level)
             gate = mix.level if mix else level
             if level in DIRECT_LEVELS:
-                if level != "F32":
-                    write_gguf(model, tokenizer, paths[level], level, name, provenance)
+                if paths[level] != base:
+                    source.write(tokenizer, paths[level], level, name, provenance)
             else:
                 use = imx if gate in IMATRIX_LEVELS or mix else None
                 use = mix.imatrix_subset(use) if mix else use
