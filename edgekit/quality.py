@@ -7,6 +7,7 @@ Inputs are logits of shape [tokens, vocab]; computation is in float64 for stable
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -73,4 +74,41 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, targets: np.nda
         max_abs_logit_diff=float(np.abs(reference - candidate).max()),
         ppl_reference=perplexity(reference, targets),
         ppl_candidate=perplexity(candidate, targets),
+    )
+
+
+def compare_logits_chunked(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Comparison:
+    """``compare_logits`` over (reference, candidate, targets) chunks, holding one chunk at a time.
+
+    For a 128k-token vocabulary a thousand tokens of logits are 0.5 GB in float32 and four times
+    that once converted to float64 and log-softmaxed; chunks (e.g. one row of a few hundred tokens)
+    keep that to a fraction. Sums are float64, so the result equals ``compare_logits`` on the
+    concatenated arrays up to summation order (relative 1e-12).
+    """
+    tokens, kl_sum, kl_max, agree, max_diff = 0, 0.0, 0.0, 0, 0.0
+    nll_ref = nll_cand = 0.0
+    for reference, candidate, targets in chunks:
+        reference = np.asarray(reference, dtype=np.float64)
+        candidate = np.asarray(candidate, dtype=np.float64)
+        if reference.shape != candidate.shape:
+            raise ValueError(f"logit shapes differ: reference {reference.shape}, candidate {candidate.shape}")
+        ref_lp, cand_lp = log_softmax(reference), log_softmax(candidate)
+        kl = (np.exp(ref_lp) * (ref_lp - cand_lp)).sum(axis=-1).clip(min=0.0)
+        picked = np.arange(len(targets)), np.asarray(targets)
+        tokens += int(reference.shape[0])
+        kl_sum, kl_max = kl_sum + float(kl.sum()), max(kl_max, float(kl.max()))
+        agree += int((np.argmax(reference, axis=-1) == np.argmax(candidate, axis=-1)).sum())
+        max_diff = max(max_diff, float(np.abs(reference - candidate).max()))
+        nll_ref -= float(ref_lp[picked].sum())
+        nll_cand -= float(cand_lp[picked].sum())
+    if not tokens:
+        raise ValueError("no tokens to compare")
+    return Comparison(
+        tokens=tokens,
+        mean_kl=kl_sum / tokens,
+        max_kl=kl_max,
+        top1=agree / tokens,
+        max_abs_logit_diff=max_diff,
+        ppl_reference=float(np.exp(nll_ref / tokens)),
+        ppl_candidate=float(np.exp(nll_cand / tokens)),
     )

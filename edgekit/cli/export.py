@@ -228,32 +228,37 @@ def _calibration_rows(model: Path, calibration: Path):
 
 
 def _verify_all(paths, reference: Path, profile, levels: list[str], tokens: int) -> None:
+    """Verify every exported file against one reference pass (the model loaded once, then released)."""
     from edgekit.errors import NativeCrash, VerificationError
+    from edgekit.export.reference import reference_for
     from edgekit.export.verify import reject_artifact, verify_artifact
 
     table = Table(title="verification against PyTorch fp32")
-    for col in ("artifact", "level", "mean KL", "top-1", "ppl change", "tokenizer", "result"):
+    for col in ("artifact", "level", "mean KL", "top-1", "ppl change", "tokenizer", "runtime s", "result"):
         table.add_column(col)
     failed, crashed = [], []
-    for path, level in zip(paths, levels, strict=True):
-        threshold = profile.verify.threshold(level) if profile else None
-        try:
-            r = verify_artifact(path, reference, level=level, threshold=threshold, max_tokens=tokens)
-        except NativeCrash as exc:  # the runtime died on the file (in a child process): a failure
-            crashed.append(f"{exc}; moved to {reject_artifact(path)}")
-            table.add_row(Path(path).name, level, "-", "-", "-", "-", "[red]CRASH[/]")
-            continue
-        table.add_row(
-            Path(path).name,
-            level,
-            f"{r.mean_kl:.2e}",
-            f"{r.top1:.3f}",
-            f"{r.ppl_change:+.2%}",
-            "ok" if r.tokenizer_parity else "MISMATCH",
-            "[green]pass[/]" if r.passed else "[red]FAIL[/]",
-        )
-        if not r.passed:
-            failed.append(r)
+    with reference_for(reference, max_tokens=tokens, workdir=Path(paths[0]).parent if paths else None) as ref:
+        for path, level in zip(paths, levels, strict=True):
+            threshold = profile.verify.threshold(level) if profile else None
+            try:
+                r = verify_artifact(path, reference, level=level, threshold=threshold, prepared=ref)
+            except NativeCrash as exc:  # the runtime died on the file (in a child process): a failure
+                crashed.append(f"{exc}; moved to {reject_artifact(path)}")
+                table.add_row(Path(path).name, level, "-", "-", "-", "-", "-", "[red]CRASH[/]")
+                continue
+            table.add_row(
+                Path(path).name,
+                level,
+                f"{r.mean_kl:.2e}",
+                f"{r.top1:.3f}",
+                f"{r.ppl_change:+.2%}",
+                "ok" if r.tokenizer_parity else "MISMATCH",
+                f"{r.runtime_seconds:.1f}",
+                "[green]pass[/]" if r.passed else "[red]FAIL[/]",
+            )
+            if not r.passed:
+                failed.append(r)
+        table.caption = f"reference pass (PyTorch, once for all files): {ref.seconds:.1f} s"
     console.print(table)
     if failed or crashed:  # nothing that failed stays under its final name
         moved = [f"{r.artifact} failed; moved to {reject_artifact(r.artifact)}\n{r.table()}" for r in failed]

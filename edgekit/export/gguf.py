@@ -250,7 +250,8 @@ def export_gguf(
     from edgekit.export.checks import check_source
     from edgekit.export.quantize import FTYPES, check_overrides, quantize_gguf
     from edgekit.fileio import temporary_dir
-    from edgekit.models import load_model, load_tokenizer
+    from edgekit.lowmem import load_resident, release
+    from edgekit.models import load_tokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     unknown = [q for q in quants if q not in FTYPES]
@@ -263,13 +264,18 @@ def export_gguf(
     from edgekit.export.gguf_stream import GgufSource
 
     needs_imatrix = imatrix is not None and bool(bpw or any(q in IMATRIX_LEVELS for q in quants))
-    model = load_model(model_dir) if allocate or (needs_imatrix and imatrix == "auto") else None
-    source = GgufSource(model_dir, config, loaded=model)  # streams the checkpoint; else writes ``model``
+    # bf16 stays bf16; imatrix and probe compute in fp32 unit by unit; the GGUF files stream from the checkpoint
+    model = load_resident(model_dir) if allocate or (needs_imatrix and imatrix == "auto") else None
     name = name or model_dir.name
     provenance = provenance if provenance is not None else {"source": str(model_dir)}
     paths = {q: out_dir / f"{name}-{q}.gguf" for q in quants}
     if bpw and not allocate:
         raise InputError(model_dir, "bits-per-weight targets need a sensitivity allocation (allocate='auto')")
+    skipped = None  # why allocate=auto kept llama.cpp's mixes, recorded in each sidecar
+    if allocate == "auto" and not bpw and (skipped := _auto_fallback(model)):
+        log.warning("%s: %s", model_dir, skipped)
+        allocate = None
+    source = GgufSource(model_dir, config, loaded=model)  # streams the checkpoint; else writes ``model``
     imx, imx_info = None, None
     if needs_imatrix:
         imx, imx_info = _imatrix_for(model, tokenizer, imatrix, calibration_ids, calibration_source)
@@ -300,13 +306,16 @@ def export_gguf(
                 workdir=Path(tmp),
             )
             paths |= {label: out_dir / f"{name}-{label}.gguf" for label in mixes}
+        for level in quants:  # direct levels (streamed, or from the model in the fallback) before it is released
+            if level in DIRECT_LEVELS and paths[level] != base:
+                source.write(tokenizer, paths[level], level, name, provenance)
+        if model is not None:
+            release(model)  # the fp weights are not needed by llama-quantize: return them first
+        del model
         for level in [*quants, *(m for m in mixes if m not in quants)]:
             overrides, info, mix = {}, None, mixes.get(level)
             gate = mix.level if mix else level
-            if level in DIRECT_LEVELS:
-                if paths[level] != base:
-                    source.write(tokenizer, paths[level], level, name, provenance)
-            else:
+            if level not in DIRECT_LEVELS:
                 use = imx if gate in IMATRIX_LEVELS or mix else None
                 use = mix.imatrix_subset(use) if mix else use
                 info, overrides = (imx_info if use else None), (mix.overrides if mix else type_overrides or {})
@@ -317,8 +326,16 @@ def export_gguf(
                 from edgekit.export.mix import summary
 
                 extra["allocation"] = summary(mix)
+            elif skipped and level not in DIRECT_LEVELS:
+                extra["allocation_skipped"] = skipped
             write_sidecar(paths[level], format="gguf", quantization=gate, source_model=model_dir, extra=extra)
     return [paths[q] for q in [*quants, *(m for m in mixes if m not in quants)]]
+
+
+def _auto_fallback(model) -> str | None:
+    from edgekit.export.mix import auto_fallback
+
+    return auto_fallback(model)
 
 
 def _calibration(tokenizer, calibration_ids):

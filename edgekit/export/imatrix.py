@@ -19,7 +19,13 @@ from edgekit.export.gguf import gguf_name
 
 @torch.no_grad()
 def compute_imatrix(model, calibration: torch.Tensor, batch: int = 4) -> tuple[dict[str, np.ndarray], int]:
-    """({GGUF tensor name: mean x² per input column [in_features]}, tokens seen) over rows [n, seq]."""
+    """({GGUF tensor name: mean x² per input column [in_features]}, tokens seen) over rows [n, seq].
+
+    A model resident in bf16/fp16 (``edgekit.lowmem.load_resident``) computes in fp32 one unit at
+    a time, so the activations, and the matrix, are the fp32 model's.
+    """
+    from edgekit.lowmem import fp32_compute
+
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     hooks = []
@@ -42,8 +48,9 @@ def compute_imatrix(model, calibration: torch.Tensor, batch: int = 4) -> tuple[d
 
         hooks.append(module.register_forward_pre_hook(hook))
     try:
-        for start in range(0, len(calibration), batch):
-            model(input_ids=calibration[start : start + batch])
+        with fp32_compute(model):
+            for start in range(0, len(calibration), batch):
+                model(input_ids=calibration[start : start + batch])
     finally:
         for h in hooks:
             h.remove()

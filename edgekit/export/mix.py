@@ -21,6 +21,33 @@ from edgekit.export.allocate import Allocation, allocate, bpw_budget, type_overr
 from edgekit.export.sensitivity import CANDIDATES, NO_IMATRIX, measure_mix, probe
 
 ALLOCATE_METHODS = ("auto", "measure", "fisher")
+# Above this many weights, ``auto`` keeps llama.cpp's own mixes (see ``auto_fallback``): the probe
+# quantizes the model once per candidate type (about 6.7 bytes of candidate files per weight with
+# an importance matrix) and its Fisher pass holds fp32 weights and sums (8 bytes per weight), so
+# for a 1 B model ~8 GB of disk, ~10 GB of memory and tens of minutes on two cores.
+AUTO_MAX_WEIGHTS = 100_000_000
+CANDIDATE_BYTES_PER_WEIGHT = 6.7  # sum of CANDIDATES' sizes, imatrix and plain (Q8_0 once), ÷ 8
+FISHER_BYTES_PER_WEIGHT = 8  # fp32 weights + fp32 sums; gradients are freed as they come
+
+
+def auto_fallback(model) -> str | None:
+    """Why ``allocate='auto'`` keeps llama.cpp's own mixes for ``model`` (None: it allocates).
+
+    The one-line notice states the probe's estimated cost and how to run it anyway.
+    """
+    seen, n = set(), 0
+    for p in model.parameters():
+        if p.ndim >= 2 and id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    if n <= AUTO_MAX_WEIGHTS:
+        return None
+    disk, memory = n * CANDIDATE_BYTES_PER_WEIGHT / 1e9, n * FISHER_BYTES_PER_WEIGHT / 1e9
+    return (
+        f"allocate=auto: {n / 1e9:.2f} B weights is over the {AUTO_MAX_WEIGHTS / 1e9:g} B that auto probes; the "
+        f"sensitivity probe would write ~{disk:.0f} GB of candidate files and hold ~{memory:.0f} GB for its Fisher "
+        "pass, so llama.cpp's own mixes are used (--allocate fisher runs the probe anyway)"
+    )
 
 
 @dataclass

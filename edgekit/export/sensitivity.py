@@ -105,7 +105,7 @@ class TensorMap:
         """A [rows, cols] array in GGUF row order -> a tensor shaped and ordered like the parameter."""
         order = self.rows[name]
         data = gguf_rows if order is None else gguf_rows[np.argsort(order)]
-        return torch.from_numpy(np.ascontiguousarray(data)).to(self.params[name].dtype)
+        return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).reshape(self.params[name].shape)
 
 
 def _row_order(param: np.ndarray, stored: np.ndarray) -> np.ndarray | None:
@@ -130,9 +130,12 @@ class KLMeter:
 
     @torch.no_grad()
     def _log_probs(self) -> Iterator[torch.Tensor]:
-        for start in range(0, len(self.rows), self.batch):
-            logits = self.model(input_ids=self.rows[start : start + self.batch]).logits
-            yield torch.log_softmax(logits.double(), dim=-1)
+        from edgekit.lowmem import fp32_compute
+
+        with fp32_compute(self.model):  # a bf16-resident model computes as the fp32 one
+            for start in range(0, len(self.rows), self.batch):
+                logits = self.model(input_ids=self.rows[start : start + self.batch]).logits
+                yield torch.log_softmax(logits.double(), dim=-1)
 
     def __call__(self) -> float:
         total, count = 0.0, 0
@@ -148,19 +151,36 @@ def fisher_diagonal(model, rows: torch.Tensor, seed: int = 0) -> dict[int, torch
 
     Labels are sampled from the model's own predictions, so E[g²] is the Fisher (the KL's Hessian
     at the fp weights), not the empirical one; one row per backward pass keeps cross-token terms
-    at zero expectation.
+    at zero expectation. Each gradient is squared into its sum as soon as it is accumulated and
+    then freed, so the pass holds the fp32 weights and the sums (8 bytes per weight), not a third
+    copy for the gradients; a bf16-resident model is upcast for the pass and put back after.
     """
+    from edgekit.lowmem import fp32_everywhere
+
     gen = torch.Generator().manual_seed(seed)
     sums: dict[int, torch.Tensor] = {}
+
+    def accumulate(p: torch.Tensor) -> None:
+        g2 = p.grad.detach().float() ** 2
+        if id(p) in sums:
+            sums[id(p)] += g2
+        else:
+            sums[id(p)] = g2
+        p.grad = None
+
     model.zero_grad(set_to_none=True)
-    for row in rows:
-        logits = model(input_ids=row[None]).logits[0].float()
-        labels = torch.multinomial(torch.softmax(logits.detach(), -1), 1, generator=gen)[:, 0]
-        torch.nn.functional.cross_entropy(logits, labels, reduction="sum").backward()
-        for p in model.parameters():
-            if p.grad is not None:
-                sums[id(p)] = sums.get(id(p), 0) + p.grad.detach().float() ** 2
-        model.zero_grad(set_to_none=True)
+    with fp32_everywhere(model):
+        hooks = [p.register_post_accumulate_grad_hook(accumulate) for p in model.parameters() if p.requires_grad]
+        try:
+            for row in rows:
+                logits = model(input_ids=row[None]).logits[0].float()
+                labels = torch.multinomial(torch.softmax(logits.detach(), -1), 1, generator=gen)[:, 0]
+                torch.nn.functional.cross_entropy(logits, labels, reduction="sum").backward()
+                del logits
+        finally:
+            for h in hooks:
+                h.remove()
+            model.zero_grad(set_to_none=True)
     return {k: v / rows.numel() for k, v in sums.items()}
 
 
@@ -232,12 +252,12 @@ def _measurer(model, rows, tmap: TensorMap):
     @torch.no_grad()
     def estimate(name: str, data: np.ndarray) -> float:
         param = tmap.params[name]
-        original = param.detach().clone()
-        param.copy_(tmap.to_model(name, data))
+        original = param.data  # swapped, not copied: the quantized values keep their fp32 precision
+        param.data = tmap.to_model(name, data)
         try:
             return max(meter(), 0.0)
         finally:
-            param.copy_(original)
+            param.data = original
 
     return estimate
 
@@ -260,7 +280,7 @@ def measure_mix(model, rows: torch.Tensor, base: Path, probe_: Probe, choice: di
 
     tmap = TensorMap(model, gguf.GGUFReader(base))
     meter = KLMeter(model, measure_rows(rows))
-    originals = {name: p.detach().clone() for name, p in tmap.params.items()}
+    originals = {name: p.data for name, p in tmap.params.items()}  # swapped back after, never copied
     wanted: dict[Path, dict[str, str]] = {}
     for name, (kind, use) in choice.items():
         path = _file_holding(probe_, name, kind, use)
@@ -269,11 +289,11 @@ def measure_mix(model, rows: torch.Tensor, base: Path, probe_: Probe, choice: di
         for path, tensors in wanted.items():
             for name, kind, data in dequantized(gguf.GGUFReader(path)):
                 if tensors.get(name) == kind:
-                    tmap.params[name].copy_(tmap.to_model(name, data))
+                    tmap.params[name].data = tmap.to_model(name, data)
         return max(meter(), 0.0)
     finally:
         for name, value in originals.items():
-            tmap.params[name].copy_(value)
+            tmap.params[name].data = value
 
 
 def _file_holding(probe_: Probe, name: str, kind: str, use: bool) -> Path:

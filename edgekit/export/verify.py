@@ -9,6 +9,7 @@ profile or, failing that, the level's defaults in ``edgekit.formats``.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from edgekit.errors import VerificationError
 from edgekit.export.stress import STRESS_TEXTS, stress_texts
-from edgekit.quality import compare_logits
+from edgekit.quality import compare_logits_chunked
 
 
 @dataclass
@@ -36,6 +37,8 @@ class VerifyReport:
     tokenizer_parity: bool
     tokenizer_mismatches: list[str] = field(default_factory=list)
     tokenizer_texts: int = 0  # stress texts compared
+    reference_seconds: float = 0.0  # PyTorch reference pass (load, logits, release), shared by an export's levels
+    runtime_seconds: float = 0.0  # the artifact's runtime in its child process (load, logits, token ids)
 
     @property
     def ppl_change(self) -> float:
@@ -148,58 +151,58 @@ def verify_artifact(
     backend_options: dict | None = None,
     check: bool = False,
     record: bool = True,
+    prepared=None,
 ) -> VerifyReport:
     """Compare ``artifact`` with the HF model at ``reference``; ``check=True`` raises on failure.
 
     ``threshold``: a Threshold, a function level -> Threshold (e.g. a target profile's
     ``verify.threshold``), or None for the level's defaults in ``edgekit.formats``. ``level``
-    defaults to the sidecar's, else what the runtime reports.
+    defaults to the sidecar's, else what the runtime reports. ``prepared``: the reference's rows
+    and logits (``edgekit.export.reference.Reference``), computed once for several artifacts;
+    without it they are computed here (and ``texts`` / ``max_tokens`` choose the rows).
     """
-    import torch
-
-    from edgekit.formats import LEVELS
+    from edgekit.export.reference import reference_for
     from edgekit.isolate import run_isolated
-    from edgekit.models import load_model, load_tokenizer
 
+    if prepared is None:
+        with reference_for(reference, texts=texts, max_tokens=max_tokens) as ref:
+            return verify_artifact(
+                artifact,
+                reference,
+                level=level,
+                threshold=threshold,
+                backend_options=backend_options,
+                check=check,
+                record=record,
+                prepared=ref,
+            )
     artifact = Path(artifact)
-    model, tokenizer = load_model(reference), load_tokenizer(reference)
-    rows = reference_rows(tokenizer, texts, max_tokens)
-    with torch.no_grad():
-        ref = model(input_ids=rows).logits.float().numpy()
-    cases = tokenizer_cases(tokenizer, gguf=artifact.is_file() and artifact.suffix == ".gguf")
+    cases = prepared.cases(gguf=artifact.is_file() and artifact.suffix == ".gguf")
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekit-verify-") as tmp:
         # the runtime opens the fresh file in a child process: a C++ abort there is a NativeCrash
         # naming the file, not the end of edgekit
         side = run_isolated(
             artifact_side,
             str(artifact),
-            rows.tolist(),
+            prepared.rows.tolist(),
             [(text, parse) for text, parse, _ in cases],
             backend_options or {},
             tmp,
             path=artifact,
             action="verifying it in its runtime",
         )
-        cand = np.load(side["logits"])
+        runtime_seconds = round(time.perf_counter() - started, 2)
+        cmp = _compare(prepared, np.load(side["logits"], mmap_mode="r"))
     level = level or side["level"]
-    targets = rows[:, 1:].reshape(-1).numpy()
-    vocab = ref.shape[-1]
-    cmp = compare_logits(ref[:, :-1].reshape(-1, vocab), cand[:, :-1, :vocab].reshape(-1, vocab), targets)
     mismatches = [
         label for (_, _, want), got, label in zip(cases, side["ids"], _labels(cases), strict=True) if got != want
     ]
-    backend_name = side["backend"]
-    if callable(threshold):
-        threshold = threshold(level) if level in LEVELS else None
-    if threshold is None:
-        q = LEVELS.get(level)
-        max_kl, min_top1 = (q.max_mean_kl, q.min_top1) if q else (1e-5, 0.99)
-    else:
-        max_kl, min_top1 = threshold.max_mean_kl, threshold.min_top1
+    max_kl, min_top1 = _limits(level, threshold)
     report = VerifyReport(
         str(artifact),
         level,
-        backend_name,
+        side["backend"],
         cmp.tokens,
         cmp.mean_kl,
         cmp.max_kl,
@@ -211,6 +214,8 @@ def verify_artifact(
         not mismatches,
         mismatches,
         len(cases),
+        reference_seconds=prepared.seconds,
+        runtime_seconds=runtime_seconds,
     )
     if record:
         from edgekit.export.sidecar import sidecar_path, update_sidecar
@@ -220,6 +225,27 @@ def verify_artifact(
     if check and not report.passed:
         raise VerificationError(f"{artifact}: verification failed for {level}", report.table())
     return report
+
+
+def _compare(prepared, cand: np.ndarray):
+    """Reference vs artifact logits, one row at a time (the artifact's padded vocab cut off)."""
+    ref = prepared.logits()
+    vocab = ref.shape[-1]
+    rows = prepared.rows.numpy()
+    chunks = ((ref[i, :-1], cand[i, :-1, :vocab], rows[i, 1:]) for i in range(len(rows)))
+    return compare_logits_chunked(chunks)
+
+
+def _limits(level: str, threshold) -> tuple[float, float]:
+    """(max mean KL, min top-1) for ``level``: the caller's threshold, else the level's defaults."""
+    from edgekit.formats import LEVELS
+
+    if callable(threshold):
+        threshold = threshold(level) if level in LEVELS else None
+    if threshold is None:
+        q = LEVELS.get(level)
+        return (q.max_mean_kl, q.min_top1) if q else (1e-5, 0.99)
+    return threshold.max_mean_kl, threshold.min_top1
 
 
 REJECTED_SUFFIX = ".rejected"

@@ -255,18 +255,20 @@ def run_verify(
     section: VerifySection,
 ) -> dict[str, Any]:
     """Check every artifact against the PyTorch model it came from, with the target's thresholds."""
+    from edgekit.export.reference import reference_for
     from edgekit.export.verify import verify_artifact
 
     reports = []
-    for entry in artifacts:
-        report = verify_artifact(
-            export_dir / entry["path"],
-            reference,
-            level=entry["quant"],
-            threshold=target.verify.threshold(entry["quant"]),
-            max_tokens=section.max_tokens,
-        )
-        reports.append({**entry, **report.to_dict()})
+    with reference_for(reference, max_tokens=section.max_tokens, workdir=out) as ref:  # one load for all
+        for entry in artifacts:
+            report = verify_artifact(
+                export_dir / entry["path"],
+                reference,
+                level=entry["quant"],
+                threshold=target.verify.threshold(entry["quant"]),
+                prepared=ref,
+            )
+            reports.append({**entry, **report.to_dict()})
     return {"reports": reports, "passed": [r["path"] for r in reports if r["passed"]]}
 
 
