@@ -86,7 +86,13 @@ def distill(
     revision: str = opt.revision_option(),
     cache_dir: Path = opt.cache_dir_option(),
     trust_remote_code: bool = opt.trust_remote_code_option(),
-    dtype: str = opt.dtype_option(),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="Teacher precision: auto (checkpoint precision, fp32 arithmetic: exact, half the memory of a bf16 "
+        "teacher in float32), float32, bfloat16 or float16 (weights and arithmetic; faster, not exact). "
+        "The student trains in float32 regardless.",
+    ),
 ) -> None:
     """Distill a teacher into a smaller student and report how close it got.
 
@@ -107,6 +113,8 @@ def distill(
       edgekit distill ./teacher --via 0.5,0.25 --student-layers 2    (progressive: teacher → 1/2 → 1/4 → 2 layers)
 
       edgekit distill ./teacher-a --add-teacher ./teacher-b --teacher-weights 0.6,0.4   (multi-teacher)
+
+    Memory: by default (--dtype auto) a bf16 teacher stays bf16 and computes in fp32 one layer at a time, so its soft targets equal the fp32 teacher's at half the memory; see docs/distillation.md for measured peaks.
 
     Writes OUT/model (the student), OUT/run (checkpoints, monitor.jsonl) and OUT/distill.json.
     """
@@ -144,6 +152,10 @@ def distill(
             parse_via(via)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    from edgekit.distill.teacher import TEACHER_DTYPES
+
+    if dtype not in TEACHER_DTYPES:
+        problems.append(Problem("--dtype", "", f"{dtype!r} is not one of {', '.join(TEACHER_DTYPES)}"))
     if problems:
         raise ConfigError(problems)
     config = DistillConfig(
@@ -152,13 +164,14 @@ def distill(
         cache_tail=cache_tail, align_attention=align_attention, on_policy=on_policy, eval_every=eval_every,
         checkpoint_every=max(1, min(50, steps)), seed=seed, device=device,
     )  # fmt: skip
-    with using([teacher, *(add_teacher or [])], opt.load_options(revision, cache_dir, trust_remote_code, dtype)):
+    load = opt.load_options(revision, cache_dir, trust_remote_code, "float32" if dtype == "auto" else dtype)
+    with using([teacher, *(add_teacher or [])], load):
         _check_resources(teacher, student, layers, batch_size, seq_len, out, ignore_resources)
         summary = run_job(
             teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,
             topk_cache=topk_cache, topk=topk, seq_kd=seq_kd, seq_kd_prompts=seq_kd_prompts,
             seq_kd_tokens=seq_kd_tokens, resume=resume, progress=not quiet, via=via, add_teachers=add_teacher or None,
-            teacher_weights=weights, teacher_weighting=teacher_weighting,
+            teacher_weights=weights, teacher_weighting=teacher_weighting, teacher_dtype=dtype,
         )  # fmt: skip
     _print_summary(summary, out)
 

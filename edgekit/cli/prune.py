@@ -72,12 +72,17 @@ def prune(
     cache_dir: Path = opt.cache_dir_option(),
     trust_remote_code: bool = opt.trust_remote_code_option(),
     dtype: str = opt.dtype_option(),
+    save_dtype: str = typer.Option(
+        None, "--save-dtype", help="Dtype of the saved model: float32, bfloat16, float16 (default: the source's)."
+    ),
 ) -> None:
     """Remove attention heads, FFN channels, layers or hidden width by importance and save an ordinary HF model.
 
     Say what to remove as ratios (--ffn 0.5 --heads 0.25 --layers 2) or as a budget (--params 2.5M, or --target raspberry-pi-5 --quant Q4_K_M: the gentlest uniform ratio over --budget-on that fits). Heads go by whole KV groups or evenly inside groups, so num_heads stays a multiple of num_kv_heads. Sizes are rounded to --round-to (256 keeps every row K-quant friendly).
 
     Pruning hurts; recovery wins it back: --recover-steps N distills from the unpruned model after each of --iterations steps (Minitron order: distill → prune → recover → quantize). --analyze shows the scores first (with no ratios or budget it only analyzes). --sparsity and --two-four keep shapes and save only storage (compressed size), not time on dense kernels.
+
+    Memory: the model stays in its checkpoint precision (bf16 stays bf16) and is scored in fp32 one layer at a time, and the pruned model is built in the same dtype while the source is freed layer by layer: peak about 1.3x the checkpoint's size without recovery (docs/pruning.md). --recover-steps trains in fp32 and needs more.
 
     Example: edgekit prune demo --out pruned --params 2.6M --importance taylor --recover-steps 100
     """
@@ -102,6 +107,8 @@ def prune(
         problems.append(Problem("edgekit prune", "--out", "required to save the pruned model"))
     problems += option_problems(ratios, layers, budget, importance)
     problems += schedule_problems(iterations, recover_steps, sparsity, two_four)
+    if save_dtype is not None and save_dtype not in ("float32", "bfloat16", "float16"):
+        problems.append(Problem("edgekit prune", "--save-dtype", f"{save_dtype!r}; choose float32, bfloat16, float16"))
     if problems:
         raise ConfigError(problems)
     from edgekit.loading import using
@@ -112,7 +119,7 @@ def prune(
     with using([model, source], load):
         _check_resources(source, out, ignore_resources)
         _prune(source, out, analyze, importance, calibration, calibration_sequences, plot, cutting, ratios, layers,
-               round_to, level, budget, recover_steps, iterations, sparsity, two_four, gguf_check)  # fmt: skip
+               round_to, level, budget, recover_steps, iterations, sparsity, two_four, gguf_check, save_dtype)  # fmt: skip
 
 
 def _check_resources(source: str, out: Path | None, ignore: bool) -> None:
@@ -125,17 +132,19 @@ def _check_resources(source: str, out: Path | None, ignore: bool) -> None:
 
 
 def _prune(source, out, analyze, importance, calibration, calibration_sequences, plot, cutting, ratios, layers,
-           round_to, level, budget, recover_steps, iterations, sparsity, two_four, gguf_check) -> None:  # fmt: skip
-    from edgekit.models import load_model, load_tokenizer
+           round_to, level, budget, recover_steps, iterations, sparsity, two_four, gguf_check, save_dtype) -> None:  # fmt: skip
+    from edgekit.lowmem import load_resident
+    from edgekit.models import load_config, load_tokenizer
     from edgekit.prune.job import default_round_to, prune_folder, resolve_plan
 
-    loaded, tokenizer = load_model(source), load_tokenizer(source)
+    config = load_config(source)  # a plan transformers would refuse fails here, before any weights load
+    plan = resolve_plan(config, ratios, layers, round_to or default_round_to(level), budget) if cutting else None
+    loaded, tokenizer = load_resident(source), load_tokenizer(source)
     if analyze:
         plot = plot or (out or Path(".")) / "importance.png"
         _analyze(loaded, tokenizer, importance, calibration, calibration_sequences, plot)
     if not cutting:
         return
-    plan = resolve_plan(loaded.config, ratios, layers, round_to or default_round_to(level), budget)
     _print_plan(loaded.config, plan)
     report = prune_folder(
         source,
@@ -151,6 +160,8 @@ def _prune(source, out, analyze, importance, calibration, calibration_sequences,
         model=loaded,
         tokenizer=tokenizer,
         check_gguf=gguf_check,
+        release_source=True,  # nothing here reads the unpruned model afterwards
+        save_dtype=save_dtype,
     )
     _print_report(report, source, out)
 

@@ -111,18 +111,36 @@ def run_job(
     add_teachers: list[str] | None = None,
     teacher_weights: list[float] | None = None,
     teacher_weighting: str = "fixed",
+    teacher_dtype: str = "auto",
 ) -> dict[str, Any]:
     """Distill ``teacher`` into a student under ``out``; returns (and writes) the summary.
 
     ``via`` ("0.5,0.25"): progressive distillation through intermediate students (see
     ``progressive``); ``add_teachers``: more teachers with the same tokenizer, mixed with
     ``teacher_weights`` (``fixed`` or per-token ``confidence``; see ``multi``).
+    ``teacher_dtype`` (``distill.teacher``): ``auto`` keeps the teacher in its checkpoint precision
+    and computes in fp32 (exact; 2 bytes/parameter for a bf16 checkpoint instead of 4).
     """
-    from edgekit.models import load_model, load_tokenizer, save_model
+    from edgekit.distill.teacher import load_teacher, teacher_compute
+    from edgekit.models import load_tokenizer
 
     _check_combination(via, add_teachers, student, seq_kd, topk_cache)
     teacher_path = resolve_teacher_path(teacher, progress)
-    t_model, t_tok = load_model(teacher_path), load_tokenizer(teacher_path)
+    t_model, t_tok = load_teacher(teacher_path, teacher_dtype), load_tokenizer(teacher_path)
+    with teacher_compute(t_model, teacher_dtype):
+        return _run_loaded(
+            t_model, t_tok, teacher, out, config, student, layers, data, max_rows, heldout_rows, topk_cache, topk,
+            seq_kd, seq_kd_prompts, seq_kd_tokens, resume, progress, via, add_teachers, teacher_weights,
+            teacher_weighting,
+        )  # fmt: skip
+
+
+def _run_loaded(t_model, t_tok, teacher, out, config, student, layers, data, max_rows, heldout_rows, topk_cache,
+                topk, seq_kd, seq_kd_prompts, seq_kd_tokens, resume, progress, via, add_teachers, teacher_weights,
+                teacher_weighting) -> dict[str, Any]:  # fmt: skip
+    """``run_job`` once the teacher is loaded (its arguments, in order)."""
+    from edgekit.models import save_model
+
     train, heldout, train_docs = corpus(t_tok, data, config.seq_len, max_rows, heldout_rows)
     if via:
         return _run_progressive(t_model, t_tok, teacher, out, config, via, layers, train, heldout, resume, progress)

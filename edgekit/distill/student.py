@@ -59,7 +59,7 @@ def derive_student(
         teacher.config, num_layers, hidden_size, intermediate_size, num_heads, num_kv_heads, init == "random"
     )
     if init == "teacher":
-        return apply_keep(teacher, keep)
+        return apply_keep(teacher, keep, dtype=torch.float32)  # students train in fp32 whatever the teacher
     from transformers import AutoModelForCausalLM
 
     config = pruned_config(teacher.config, keep)

@@ -10,29 +10,42 @@ from edgekit.prune.surgery import Keep, apply_keep, pruned_config
 
 
 def prune_model(
-    model, plan: PrunePlan, calibration_ids=None, criterion: str = "activation", *, check_gguf: bool = True
+    model,
+    plan: PrunePlan,
+    calibration_ids=None,
+    criterion: str = "activation",
+    *,
+    check_gguf: bool = True,
+    dtype=None,
+    release_source: bool = False,
 ) -> tuple[Any, dict]:
     """Score structures on calibration rows [n, seq], cut by ``plan``; returns (pruned model, report).
 
-    ``check_gguf`` refuses, before any work, a plan whose result llama.cpp could not load.
+    ``check_gguf`` refuses, before any work, a plan whose result llama.cpp could not load. The
+    pruned model has ``model``'s dtype unless ``dtype`` says otherwise (float32 for a model that
+    will be trained). Memory: scoring keeps ``model`` in its own precision (fp32 compute one layer
+    at a time, see ``importance``); surgery adds the pruned model in its dtype, and with
+    ``release_source`` frees ``model``'s layers as they are copied (``model`` is unusable after).
     """
     from edgekit.arch import family_of
     from edgekit.errors import UnsupportedModelError
     from edgekit.models import count_parameters
-    from edgekit.prune.compat import gguf_problems
+    from edgekit.prune.compat import gguf_problems, transformers_problems
 
     family_of(model.config)  # fail closed: only registered families can be cut
-    if check_gguf and (problems := gguf_problems(planned_config(model.config, plan))):
+    planned = planned_config(model.config, plan)
+    if problems := transformers_problems(planned) + (gguf_problems(planned) if check_gguf else []):
         raise UnsupportedModelError(problems[0])
     scores = score(model, calibration_ids, criterion)
     keep = select(scores, plan, model.config)
     if check_gguf and (problems := gguf_problems(pruned_config(model.config, keep))):  # which layers matters
         raise UnsupportedModelError(problems[0])
-    pruned = apply_keep(model, keep)
+    before = count_parameters(model)
+    pruned = apply_keep(model, keep, dtype=dtype, release_source=release_source)
     c = pruned.config
     report = {
         "criterion": criterion,
-        "parameters_before": count_parameters(model),
+        "parameters_before": before,
         "parameters_after": count_parameters(pruned),
         "layers_kept": keep.layers,
         "shape": {

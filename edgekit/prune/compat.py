@@ -29,3 +29,21 @@ def k_quant_misfits(config) -> dict[str, int]:
         "heads × head_dim": config.num_attention_heads * head_dim(config),
     }
     return {name: width for name, width in widths.items() if width % QK_K}
+
+
+def transformers_problems(config) -> list[str]:
+    """Why transformers would refuse to save a model of this (pruned) config; empty when it would not.
+
+    transformers 5 validates a config when it is saved (Llama: hidden_size must be a multiple of
+    num_attention_heads even with an explicit head_dim), so a cut such as 32 → 24 heads of a
+    2048-wide Llama-3.2-1B used to fail only at the very end, after scoring and surgery.
+    """
+    validate = getattr(config, "validate", None)
+    if validate is None:
+        return []
+    try:
+        validate()
+    except Exception as exc:  # huggingface_hub's StrictDataclassClassValidationError wraps the ValueError
+        cause = exc.__cause__ or exc
+        return [f"transformers refuses the pruned shape: {str(cause).strip().splitlines()[-1]}"]
+    return []

@@ -10,6 +10,14 @@ Criteria:
 Every score is "higher = keep". Shapes: ffn [layers, intermediate], groups [layers, kv_heads],
 heads [layers, heads], hidden [hidden], layers [layers]. Criteria "block" and "loo" name how layers
 are scored; widths are then scored by activation.
+
+Precision and memory: ``score`` takes the model in its checkpoint precision (bf16 stays bf16) and
+computes in float32 one unit at a time (``edgekit.lowmem.fp32_compute``), so the scores equal the
+fp32 model's while the peak is the resident model + its largest unit in fp32 + one batch's
+activations. Activation scoring runs the decoder without the LM head (no [batch, seq, vocab]
+logits). Taylor needs gradients, which ``fp32_compute`` cannot give: it upcasts the whole model
+to float32 for the pass (weights + gradients: 8 bytes/parameter) and puts the original dtype back
+afterwards (exact: bf16 → fp32 → bf16 is lossless).
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ def _weight(model, layer, name: str, grad: bool = False) -> torch.Tensor:
     """A logical projection's weight (or its gradient), fused projections seen as row slices."""
     param, rows, _ = family_of(model.config).projection(layer, name, model.config)
     t = param.grad if grad else param
-    return t if rows is None else t[rows]
+    return (t if rows is None else t[rows]).float()  # norms of bf16 weights, accumulated and kept in fp32
 
 
 def _group_scores(per_head: torch.Tensor, heads: int, kv: int) -> torch.Tensor:
@@ -90,9 +98,10 @@ def activation_scores(model, calibration: torch.Tensor, batch: int = 4) -> Score
             else layer.register_forward_pre_hook(hidden_pre_hook, with_kwargs=True),
             layer.register_forward_hook(layer_hook, with_kwargs=True),
         ]
+    decoder = model.get_decoder()  # hidden states only: the LM head's logits are never needed here
     try:
         for start in range(0, len(calibration), batch):
-            model(input_ids=calibration[start : start + batch])
+            decoder(input_ids=calibration[start : start + batch])
     finally:
         for h in hooks:
             h.remove()
@@ -109,7 +118,7 @@ def magnitude_scores(model, calibration: torch.Tensor | None = None) -> Scores:
         w = {name: _weight(model, layer, name) for name in ("gate", "up", "down", "o")}
         ffn.append(w["gate"].norm(dim=1) + w["up"].norm(dim=1) + w["down"].norm(dim=0))
         head.append(w["o"].reshape(-1, heads, hd).norm(dim=(0, 2)))
-    hidden = family.embed(model).weight.norm(dim=0)
+    hidden = family.embed(model).weight.float().norm(dim=0)
     if calibration is not None:
         layers = activation_scores(model, calibration).layers
     else:  # without data: how strongly each layer writes into the residual stream
@@ -119,11 +128,25 @@ def magnitude_scores(model, calibration: torch.Tensor | None = None) -> Scores:
 
 
 def _writes(layer) -> torch.Tensor:
-    return layer.self_attn.o_proj.weight.norm() + layer.mlp.down_proj.weight.norm()
+    return layer.self_attn.o_proj.weight.float().norm() + layer.mlp.down_proj.weight.float().norm()
 
 
 def taylor_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
-    """First-order Taylor importance: |w · ∂L/∂w| summed per structure, L the LM loss on calibration."""
+    """First-order Taylor importance: |w · ∂L/∂w| summed per structure, L the LM loss on calibration.
+
+    A low-precision model is upcast to float32 for the pass and restored afterwards (exactly).
+    """
+    dtype = family_of(model.config).embed(model).weight.dtype
+    if dtype == torch.float32:
+        return _taylor(model, calibration, batch)
+    model.float()
+    try:
+        return _taylor(model, calibration, batch)
+    finally:
+        model.to(dtype)
+
+
+def _taylor(model, calibration: torch.Tensor, batch: int) -> Scores:
     heads, kv, hd = _dims(model)
     model.zero_grad(set_to_none=True)
     for start in range(0, len(calibration), batch):
@@ -204,4 +227,9 @@ def score(model, calibration: torch.Tensor | None, criterion: str = "activation"
         raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
     if calibration is None and criterion != "magnitude":
         raise ValueError(f"criterion {criterion!r} needs calibration data")
-    return CRITERIA[criterion](model, calibration)
+    if criterion == "taylor":
+        return taylor_scores(model, calibration)
+    from edgekit.lowmem import fp32_compute
+
+    with torch.no_grad(), fp32_compute(model):
+        return CRITERIA[criterion](model, calibration)

@@ -96,7 +96,7 @@ def resolve_plan(config, ratios: dict[str, float], layers: int, round_to: int, b
         raise ConfigError([Problem(SOURCE, "--round-to", f"{round_to} must be >= 1")])
     base = PrunePlan(layers=layers, round_to=round_to, **ratios)
     if budget is None:
-        return base
+        return _savable(config, base)
     if budget.params is not None:
         fits, what = params_fit(budget.params), f"{budget.params:,} parameters"
     else:
@@ -109,9 +109,20 @@ def resolve_plan(config, ratios: dict[str, float], layers: int, round_to: int, b
             raise ConfigError([Problem(SOURCE, "--quant", str(exc).strip("'\""))]) from None
         fits, what = target_fit(load_target(budget.target), level), f"{budget.target} at {level}"
     try:
-        return budget_plan(config, fits, budget.structures, base)
+        return _savable(config, budget_plan(config, fits, budget.structures, base))
     except ValueError as exc:
         raise ConfigError([Problem(SOURCE, "budget", f"{what}: {exc}")]) from None
+
+
+def _savable(config, plan: PrunePlan) -> PrunePlan:
+    """``plan``, or a ConfigError (before any weights are read) when transformers would refuse its shape."""
+    from edgekit.prune.compat import transformers_problems
+    from edgekit.prune.plan import planned_config
+
+    problems = transformers_problems(planned_config(config, plan))
+    if problems:
+        raise ConfigError([Problem(SOURCE, "--heads/--query-heads/--hidden", problems[0])])
+    return plan
 
 
 def calibration_rows(tokenizer, path: Path | None, rows: int, seq_len: int = 256):
@@ -123,11 +134,21 @@ def calibration_rows(tokenizer, path: Path | None, rows: int, seq_len: int = 256
 
 
 def heldout_ppl(model, tokenizer, rows: int = 8) -> float:
-    """Perplexity on the built-in held-out split (the yardstick the docs' numbers use)."""
-    from edgekit.data import heldout_set
-    from edgekit.distill.monitor import evaluate
+    """Perplexity on the built-in held-out split (the yardstick the docs' numbers use).
 
-    return evaluate(None, model, heldout_set(tokenizer, 256, rows))["ppl"]
+    One row at a time in fp32 compute (``edgekit.lowmem``): the model stays in its own precision and
+    only one row's [seq, vocab] logits exist at once.
+    """
+    import math
+
+    import torch
+
+    from edgekit.data import heldout_set
+    from edgekit.lowmem import fp32_compute
+    from edgekit.prune.importance import calibration_loss
+
+    with torch.no_grad(), fp32_compute(model):
+        return math.exp(calibration_loss(model, heldout_set(tokenizer, 256, rows), batch=1))
 
 
 def prune_folder(
@@ -145,18 +166,31 @@ def prune_folder(
     model=None,
     tokenizer=None,
     check_gguf: bool = True,
+    release_source: bool | None = None,
+    save_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Prune the model at ``source`` by ``plan`` and save it (with its tokenizer) to ``out``; returns a report.
 
     With ``recover_steps`` each of the ``iterations`` steps is followed by distillation from the
     unpruned model (the teacher) on the built-in corpus. Sparsity options run last (storage only).
+
+    Memory (no recovery): the model is loaded in its checkpoint precision (``lowmem.load_resident``:
+    bf16 stays bf16) and scored in fp32 compute one layer at a time; surgery writes the pruned model
+    in the same dtype while freeing the source layer by layer (``release_source``, default: when
+    this function loaded the model). Peak ≈ 1× the checkpoint size + the largest layer in fp32 + one
+    batch's activations (measured in docs/pruning.md). The file is saved in the source dtype unless
+    ``save_dtype`` (float32 | bfloat16 | float16) asks otherwise. With recovery the pruned model is
+    trained, so it is cut to float32 and a frozen copy of the source teaches it (see distillation).
     """
     from edgekit.fileio import write_json_atomic
-    from edgekit.models import count_parameters, load_model, load_tokenizer, save_model
+    from edgekit.lowmem import load_resident
+    from edgekit.models import count_parameters, load_tokenizer, save_model
     from edgekit.prune.schedule import distill_recovery, iterative_prune
     from edgekit.prune.sparsity import magnitude_sparsify, semi_structured_2_4
 
-    model = model if model is not None else load_model(source)
+    if release_source is None:
+        release_source = model is None
+    model = model if model is not None else load_resident(source)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(source)
     calib = calibration_rows(tokenizer, calibration, calibration_sequences)
     before = {"parameters": count_parameters(model), "heldout_ppl": heldout_ppl(model, tokenizer)}
@@ -167,8 +201,20 @@ def prune_folder(
         teacher = _frozen_copy(model)  # the unpruned model teaches its pruned self
         recover = distill_recovery(teacher, training_set(tokenizer, 256, 512), recover_steps)
     pruned, steps = iterative_prune(
-        model, plan, calib, criterion=criterion, iterations=iterations, recover=recover, check_gguf=check_gguf
+        model,
+        plan,
+        calib,
+        criterion=criterion,
+        iterations=iterations,
+        recover=recover,
+        check_gguf=check_gguf,
+        release_source=release_source,
     )
+    del model
+    if save_dtype is not None:
+        import torch
+
+        pruned.to(getattr(torch, save_dtype))
     sparse = semi_structured_2_4(pruned) if two_four else magnitude_sparsify(pruned, sparsity) if sparsity else 0.0
     report = {
         "source": str(source),

@@ -50,12 +50,18 @@ def iterative_prune(
     iterations: int = 1,
     recover: Recover | None = None,
     check_gguf: bool = True,
+    release_source: bool = False,
 ) -> tuple[Any, list[dict]]:
     """Prune to ``plan``'s final shape in ``iterations`` steps, calling ``recover`` after each step.
 
     Returns (model, one report per step). With ``iterations=1`` and no ``recover`` this is
     ``prune_model``; the result has exactly ``planned_config(model.config, plan)``'s shape.
+    Without ``recover`` the result keeps ``model``'s dtype; with it, steps are cut to float32 so
+    that recovery trains in fp32. ``release_source`` frees ``model`` while it is cut (intermediate
+    models are always freed).
     """
+    import torch
+
     from edgekit.errors import UnsupportedModelError
     from edgekit.prune import prune_model
     from edgekit.prune.compat import gguf_problems
@@ -66,9 +72,13 @@ def iterative_prune(
     if check_gguf and (problems := gguf_problems(final)):  # intermediate shapes are never exported
         raise UnsupportedModelError(problems[0])
     reports = []
+    dtype = torch.float32 if recover is not None else None
     for k in range(1, iterations + 1):
         step = step_plan(model.config, start, final, k, iterations)
-        model, report = prune_model(model, step, calibration, criterion, check_gguf=False)
+        release = release_source or k > 1
+        model, report = prune_model(
+            model, step, calibration, criterion, check_gguf=False, dtype=dtype, release_source=release
+        )
         if recover is not None:
             model = recover(model)
         reports.append({"step": k, **report})

@@ -10,10 +10,18 @@ weights are scaled by sqrt(d_old / d_new) and ``rms_norm_eps`` by d_old / d_new,
 channels that carry zeros exact, and is the right correction when removed channels are quiet.
 Gemma's (1 + w) norms get the same correction on their effective gain. Which tensors exist, where
 fused projections are split and which axis each index runs along all come from the family spec.
+
+Memory: the new model is built in the source's dtype (bf16 stays bf16: 2 bytes/parameter, not a
+second fp32 copy), without random initialisation, and filled tensor by tensor (one slice of one
+tensor is the only temporary). Peak = source + pruned model; with ``release_source=True`` each
+source layer is freed once copied, so the peak drops to about one source-sized model plus one
+layer. Rescaled tensors (norms, Gemma's embedding scale) are computed in fp32 and rounded once,
+so a bf16 source gives bitwise the fp32 path's result rounded to bf16.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -116,7 +124,7 @@ def _copy_layer(family, src, dst, config, new_config, index: dict[str, torch.Ten
             if index[kind] is not None:
                 data = data.index_select(dim, index[kind])
         if len(axes) == 1 and name.endswith(("norm", "layernorm")):
-            data = _norm(data, scales[axes[0]], family.norm_offset)
+            data = _norm(data.float(), scales[axes[0]], family.norm_offset)  # fp32, rounded once by copy_
         dst_param, dst_rows, _ = target[name]
         _view(dst_param, dst_rows).copy_(data)
 
@@ -131,30 +139,44 @@ def _assert_all_written(new) -> None:
         )
 
 
-@torch.no_grad()
-def apply_keep(model, keep: Keep):
-    """The pruned model (float32, eval mode); ``model`` is left untouched.
+def _release(module: torch.nn.Module) -> None:
+    """Drop a source module's weights (their storage is freed once nothing else holds them)."""
+    for p in module.parameters():
+        p.data = torch.empty(0, dtype=p.dtype)
 
-    Refuses families outside the edgekit.arch registry, and checks that every parameter of the new
-    model was written from the old one.
-    """
+
+def _empty_model(config, dtype: torch.dtype):
+    """A model of ``config`` in ``dtype`` whose weights are allocated but not randomly initialised."""
     from transformers import AutoModelForCausalLM
 
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover - older transformers: initialise (slower, same result)
+        no_init_weights = contextlib.nullcontext
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.tie_weights()  # skipped with the initialisation; an untied head would stay NaN (and be caught)
+    return model
+
+
+@torch.no_grad()
+def apply_keep(model, keep: Keep, *, dtype: torch.dtype | None = None, release_source: bool = False):
+    """The pruned model (eval mode) in ``dtype`` (default: ``model``'s own); ``model`` is left untouched.
+
+    ``dtype=torch.float32`` for a model that will be trained (students, recovery).
+    ``release_source``: free each source layer (then the embeddings) once copied, for callers that
+    no longer need ``model`` (it is unusable afterwards). Refuses families outside the edgekit.arch
+    registry, and checks that every parameter of the new model was written from the old one.
+    """
     config = model.config
     family = family_of(config)
     check_keep(config, keep)
     new_config = pruned_config(config, keep)
-    new = AutoModelForCausalLM.from_config(new_config, dtype=torch.float32)
+    new = _empty_model(new_config, dtype or family.embed(model).weight.dtype)
     for p in new.parameters():
         p.fill_(float("nan"))
     h = keep.hidden
     hidden_scale = math.sqrt(config.hidden_size / len(h))  # see the module docstring
-    embed = family.embed(model).weight[:, h]
-    if not config.tie_word_embeddings:  # keep the input scale (Gemma: sqrt(hidden)) where the table is free
-        embed = embed * (family.embedding_scale(config) / family.embedding_scale(new_config))
-        family.lm_head(new).weight.copy_(family.lm_head(model).weight[:, h])
-    family.embed(new).weight.copy_(embed)
-    family.final_norm(new).weight.copy_(_norm(family.final_norm(model).weight[h], hidden_scale, family.norm_offset))
     heads = keep.heads or [None] * len(keep.layers)
     old_layers, new_layers = family.layers(model), family.layers(new)
     hd = head_dim(config)
@@ -169,9 +191,29 @@ def apply_keep(model, keep: Keep):
             HEAD_DIM: 1.0,
         }
         _copy_layer(family, old_layers[i], new_layers[j], config, new_config, index, scales)
+    if release_source:
+        for layer in old_layers:
+            _release(layer)
+    _copy_ends(family, model, new, config, new_config, h, hidden_scale)
+    if release_source:
+        _release(model)
     _assert_all_written(new)
     new.generation_config = copy.deepcopy(model.generation_config)
     return new.eval()
+
+
+def _copy_ends(family, model, new, config, new_config, h: torch.Tensor, hidden_scale: float) -> None:
+    """Embeddings, LM head and final norm: kept hidden columns, rescaled in fp32 where a scale applies."""
+    embed = family.embed(model).weight.index_select(1, h)
+    if not config.tie_word_embeddings:  # keep the input scale (Gemma: sqrt(hidden)) where the table is free
+        ratio = family.embedding_scale(config) / family.embedding_scale(new_config)
+        if ratio != 1.0:
+            embed = embed.float() * ratio
+        family.lm_head(new).weight.copy_(family.lm_head(model).weight.index_select(1, h))
+    family.embed(new).weight.copy_(embed)
+    del embed
+    norm = family.final_norm(model).weight[h].float()
+    family.final_norm(new).weight.copy_(_norm(norm, hidden_scale, family.norm_offset))
 
 
 def keep_everything(model) -> Keep:
