@@ -67,7 +67,7 @@ def _export(model: Path, work: Path, *flags: str) -> list[str]:
     return _edgekit("export", str(model), "--out", str(work / "export"), *flags)
 
 
-def _gguf_peak(levels: list[str], imatrix: bool, allocate: bool, verify: int | None):
+def _gguf_peak(levels: list[str], imatrix: bool, allocate: str, verify: int | None):
     return lambda c: (
         resources.gguf_export(
             c, levels, imatrix_used=imatrix, allocate=allocate, verify_tokens=verify
@@ -117,20 +117,20 @@ STAGES = [
     Stage(
         "export write+quantize",
         lambda m, w, lc: _export(m, w, "--quant", "Q4_K_M", "--imatrix", "none", "--allocate", "none", "--no-verify"),
-        _gguf_peak(["Q4_K_M"], False, False, None),
+        _gguf_peak(["Q4_K_M"], False, "none", None),
         "edgekit export --quant Q4_K_M --imatrix none --allocate none --no-verify",
     ),
     Stage(
         "export +imatrix",
         lambda m, w, lc: _export(m, w, "--quant", "Q4_K_M", "--allocate", "none", "--no-verify"),
-        _gguf_peak(["Q4_K_M"], True, False, None),
+        _gguf_peak(["Q4_K_M"], True, "none", None),
         "edgekit export --quant Q4_K_M --allocate none --no-verify",
     ),
     Stage(
         "export +imatrix +allocation",
-        lambda m, w, lc: _export(m, w, "--quant", "Q4_K_M", "--no-verify"),
-        _gguf_peak(["Q4_K_M"], True, True, None),
-        "edgekit export --quant Q4_K_M --no-verify",
+        lambda m, w, lc: _export(m, w, "--quant", "Q4_K_M", "--allocate", "fisher", "--no-verify"),
+        _gguf_peak(["Q4_K_M"], True, "fisher", None),
+        "edgekit export --quant Q4_K_M --allocate fisher --no-verify (auto keeps llama.cpp's mix above 100 M weights)",
     ),
     Stage(
         "verify Q4_K_M",
@@ -141,8 +141,8 @@ STAGES = [
     Stage(
         "export default",
         lambda m, w, lc: _export(m, w, "--quant", "Q8_0,Q4_K_M"),
-        _gguf_peak(["Q8_0", "Q4_K_M"], True, True, 1024),
-        "edgekit export --quant Q8_0,Q4_K_M (imatrix, allocation, verification)",
+        _gguf_peak(["Q8_0", "Q4_K_M"], True, "auto", 1024),
+        "edgekit export --quant Q8_0,Q4_K_M (defaults: imatrix, allocate auto, verification)",
     ),
     Stage(
         "onnx int4",

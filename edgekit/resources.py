@@ -16,7 +16,8 @@ reclaim them). Disk terms are bytes written under the output folder, temporary f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgekit.arch import family_of
@@ -30,14 +31,18 @@ CONST = {
     "fp32": 4,  # bytes per float32 value (activations, logits, one layer upcast, optimizer state)
     "fp64": 8,  # bytes per float64 value (the allocation probe's log-softmax)
     "resident": 2,  # bytes per weight of the model held in memory (bf16, the checkpoints' own precision)
-    "base_file": 2,  # bytes per weight of the intermediate GGUF the quantizer reads (BF16)
-    "convert_copies": 3,  # float32 copies of one tensor while it is converted (read, transformed, written)
+    "base_file": 2,  # bytes per weight of the intermediate GGUF the quantizer reads (the checkpoint's BF16)
+    "probe_base_file": 4,  # ... F32 when the sensitivity probe runs (it reads an F32 base)
+    "chunk_elements": 1 << 24,  # elements the streaming writer converts at a time (gguf_stream.CHUNK_ELEMENTS)
+    "convert_copies": 3,  # float32 copies of one block while it is converted (read, transformed, encoded)
     "quantize_copies": 2,  # float32 copies of one tensor inside llama.cpp's quantizer (dequantized + work)
     "imatrix_rows": 16,  # calibration rows of the importance matrix (edgekit.export.gguf default)
     "seq": 256,  # tokens per calibration / verification row
     "batch": 4,  # rows per forward pass of the importance matrix and the allocation probe
     "probe_tokens": 1024,  # tokens the allocation probe's reference log-probs hold (sensitivity.MEASURE_TOKENS)
-    "probe_files_bits": 61.0,  # Σ bits/weight of the probe's candidate files (Q2_K..Q8_0, with/without imatrix)
+    "probe_files_bytes": 6.7,  # bytes/weight of the probe's candidate files (mix.CANDIDATE_BYTES_PER_WEIGHT)
+    "fisher_bytes": 8,  # bytes/weight the Fisher probe holds: fp32 weights + fp32 sums (mix.FISHER_BYTES_PER_WEIGHT)
+    "auto_max_weights": 100_000_000,  # allocate=auto probes only models up to this (mix.AUTO_MAX_WEIGHTS)
     "activation_widths": 4,  # [tokens, hidden]-sized float32 tensors alive in one layer's forward
     "ffn_widths": 3,  # [tokens, ffn]-sized float32 tensors alive in one MLP's forward (gate, up, product)
     "adamw_bytes": 16,  # per student weight in training: fp32 weight, gradient, two AdamW moments
@@ -140,29 +145,32 @@ def file_bytes(config: Any, level: str) -> int:
     return int(Sizes.of(config).params * level_info(level).bits_per_weight / 8)
 
 
-def gguf_write(config: Any, source_bytes: int | None = None) -> Estimate:
-    """Streaming writer: the source mapped, one tensor converted at a time; writes the BF16 base."""
+def gguf_write(config: Any, resident: bool = False) -> Estimate:
+    """Streaming writer: each tensor read from the checkpoint and converted a block of rows at a time
+    (a rotary-permuted q/k whole); the model stays resident meanwhile when the imatrix or probe needs it."""
     s = Sizes.of(config)
-    source = source_bytes if source_bytes is not None else s.params * CONST["resident"]
+    family = family_of(config)
+    whole = max(math.prod(shape) for name, shape in arch_shapes.layer_shapes(family, config).items() if "q" in name)
+    block = max(CONST["chunk_elements"], whole)
     return Estimate(
         "export: write",
         (
             _base(),
-            Term("source safetensors mapped", source),
-            Term("largest tensor converted in fp32", CONST["convert_copies"] * s.largest * CONST["fp32"]),
+            *((_model(s),) if resident else ()),
+            Term("one block converted in fp32", CONST["convert_copies"] * block * CONST["fp32"]),
         ),
-        (Term("BF16 base file (temporary)", s.params * CONST["base_file"]),),
+        (Term("base file (temporary)", s.params * CONST["base_file"]),),
     )
 
 
-def gguf_quantize(config: Any, level: str) -> Estimate:
-    """llama.cpp's quantizer in process: the BF16 base mapped, one tensor in fp32 at a time."""
+def gguf_quantize(config: Any, level: str, base_bytes: int = CONST["base_file"]) -> Estimate:
+    """llama.cpp's quantizer in process (the model released): the base file mapped, one tensor in fp32."""
     s = Sizes.of(config)
     return Estimate(
         f"export: quantize {level}",
         (
             _base(),
-            Term("BF16 base file mapped", s.params * CONST["base_file"]),
+            Term("base file mapped", s.params * base_bytes),
             Term("largest tensor in fp32", CONST["quantize_copies"] * s.largest * CONST["fp32"]),
         ),
         (Term(f"{level} file", file_bytes(config, level)),),
@@ -179,37 +187,49 @@ def imatrix(config: Any) -> Estimate:
     )
 
 
-def allocation(config: Any) -> Estimate:
-    """Sensitivity probe: reference log-probs kept once, a batch's fp64 log-softmax, candidate files."""
+def allocation(config: Any, method: str = "fisher") -> Estimate:
+    """Sensitivity probe: ``measure`` keeps reference log-probs and a batch's fp64 log-softmax; ``fisher``
+    holds fp32 weights and sums; both read candidate files quantized from an F32 base."""
     s = Sizes.of(config)
     tokens = CONST["batch"] * CONST["seq"]
-    return Estimate(
-        "export: allocation",
-        (
-            _base(),
-            _model(s),
-            _layer_fp32(s),
-            _activations(s, tokens),
+    if method == "measure":
+        work = (
             _logits(CONST["probe_tokens"], s, "reference log-probs"),
             _logits(tokens, s, "batch log-softmax ×2", 2 * CONST["fp64"]),
-        ),
+        )
+    else:
+        work = (Term("Fisher: fp32 weights and sums", s.params * CONST["fisher_bytes"]), _logits(CONST["seq"], s))
+    return Estimate(
+        "export: allocation",
+        (_base(), _model(s), _layer_fp32(s), _activations(s, tokens), *work),
         (
-            Term("BF16 base file (temporary)", s.params * CONST["base_file"]),
-            Term("candidate quantized files (temporary)", int(s.params * CONST["probe_files_bits"] / 8)),
+            Term("base file (temporary)", s.params * CONST["probe_base_file"]),
+            Term("candidate quantized files (temporary)", int(s.params * CONST["probe_files_bytes"])),
         ),
         optional=True,
     )
 
 
+def probes(config: Any, allocate: str | bool | None) -> str | None:
+    """The probe an export runs: None (llama.cpp's mixes), ``measure`` or ``fisher``; ``auto`` probes
+    only models up to ``auto_max_weights`` (as ``edgekit.export.mix.auto_fallback`` decides)."""
+    if not allocate or allocate == "none":
+        return None
+    if allocate in ("auto", True):
+        return "fisher" if Sizes.of(config).params <= CONST["auto_max_weights"] else None
+    return str(allocate)
+
+
 def verify(config: Any, level: str, tokens: int, context: int) -> Estimate:
-    """Reference logits (computed once, fp model released) and the runtime child holding the file."""
+    """One artifact's check, the fp model released: the reference logits and the child's logits mapped
+    (read row by row), and the runtime child holding the file, its KV cache and buffers."""
     s = Sizes.of(config)
     family = family_of(config)
     return Estimate(
         f"verify {level}",
         (
             _base(),
-            _logits(tokens, s, "reference + candidate logits", 2 * CONST["fp32"]),
+            _logits(tokens, s, "reference + artifact logits mapped", 2 * CONST["fp32"]),
             Term("runtime child: Python", CONST["python_base"]),
             Term(f"runtime child: {level} file mapped", file_bytes(config, level)),
             Term("runtime child: KV cache", arch_shapes.kv_cache_bytes(family, config, context)),
@@ -219,11 +239,13 @@ def verify(config: Any, level: str, tokens: int, context: int) -> Estimate:
 
 
 def verify_reference(config: Any, tokens: int) -> Estimate:
-    """The reference logits, once per export: the model in bf16, one layer in fp32."""
+    """The reference logits, once per export: the model in bf16, one unit in fp32, one row at a time
+    written to a float32 .npy file (``edgekit.export.reference``)."""
     s = Sizes.of(config)
     return Estimate(
         "verify: reference logits",
-        (_base(), _model(s), _layer_fp32(s), _activations(s, CONST["seq"]), _logits(tokens, s)),
+        (_base(), _model(s), _layer_fp32(s), _activations(s, CONST["seq"]), _logits(CONST["seq"], s)),
+        (Term("reference logits (.npy, temporary)", tokens * s.vocab * CONST["fp32"]),),
     )
 
 
@@ -239,7 +261,8 @@ def onnx_export(config: Any, level: str) -> Estimate:
 
 
 def prune(config: Any, pruned_config: Any | None = None, rows: int = 16) -> Estimate:
-    """Importance on calibration rows (bf16 model, fp32 per layer), then surgery into a smaller copy."""
+    """Importance on calibration rows (bf16 model, fp32 per unit), then surgery layer by layer in the
+    source dtype (the source layer freed as its pruned copy is made: no second full copy)."""
     s = Sizes.of(config)
     after = Sizes.of(pruned_config) if pruned_config is not None else s
     tokens = CONST["batch"] * CONST["seq"]
@@ -251,7 +274,7 @@ def prune(config: Any, pruned_config: Any | None = None, rows: int = 16) -> Esti
             _layer_fp32(s),
             _activations(s, tokens),
             _logits(tokens, s),
-            Term("pruned copy in bf16", after.params * CONST["resident"]),
+            Term("one pruned layer in fp32", after.layer * CONST["fp32"]),
         ),
         (Term("pruned model (bf16)", after.params * CONST["resident"]),),
     )
@@ -324,24 +347,30 @@ def gguf_export(
     levels: list[str],
     *,
     imatrix_used: bool = True,
-    allocate: bool = True,
+    allocate: str | bool | None = "auto",
     verify_tokens: int | None = 1024,
     context: int = 4096,
-    source_bytes: int | None = None,
 ) -> ExportEstimates:
-    """The phases ``edgekit export --format gguf`` runs for ``levels`` (``verify_tokens=None``: no verify)."""
+    """The phases ``edgekit export --format gguf`` runs for ``levels``, in order (``verify_tokens=None``:
+    no verification). The model is resident (bf16) from the start while the imatrix or the probe
+    needs it, and released before llama.cpp's quantizer runs."""
     from edgekit.export.gguf import DIRECT_LEVELS, IMATRIX_LEVELS
 
     quantized = [q for q in levels if q not in DIRECT_LEVELS]
-    phases = [gguf_write(config, source_bytes)]
-    for q in (q for q in levels if q in DIRECT_LEVELS):  # written straight from the source, no quantizer
-        direct = gguf_write(config, source_bytes)
-        phases.append(Estimate(f"export: write {q}", direct.memory, (Term(f"{q} file", file_bytes(config, q)),)))
-    if imatrix_used and any(q in IMATRIX_LEVELS for q in levels):
-        phases.append(imatrix(config))
-    if allocate and quantized:
-        phases.append(allocation(config))
-    phases += [gguf_quantize(config, q) for q in quantized]
+    method = probes(config, allocate) if quantized else None
+    needs_imatrix = imatrix_used and any(q in IMATRIX_LEVELS for q in levels)
+    phases = [imatrix(config)] if needs_imatrix else []
+    write = gguf_write(config, resident=needs_imatrix or method is not None)
+    if method:  # the probe reads an F32 base
+        base = Term("base file (temporary)", Sizes.of(config).params * CONST["probe_base_file"])
+        write = replace(write, disk=(base,))
+    phases.append(write)
+    for q in (q for q in levels if q in DIRECT_LEVELS):  # streamed from the checkpoint like the base
+        phases.append(replace(write, stage=f"export: write {q}", disk=(Term(f"{q} file", file_bytes(config, q)),)))
+    if method:
+        phases.append(allocation(config, method))
+    base_bytes = CONST["probe_base_file"] if method else CONST["base_file"]
+    phases += [gguf_quantize(config, q, base_bytes) for q in quantized]
     if verify_tokens:
         phases.append(verify_reference(config, verify_tokens))
         phases += [verify(config, q, verify_tokens, context) for q in levels]

@@ -31,7 +31,7 @@ def _all_stages(config) -> list[resources.Estimate]:
     student = copy.deepcopy(config)
     student.num_hidden_layers = max(1, config.num_hidden_layers // 2)
     return [
-        *resources.gguf_export(config, LEVELS).phases,
+        *resources.gguf_export(config, LEVELS, allocate="fisher").phases,
         resources.onnx_export(config, "int4"),
         resources.prune(config),
         resources.distill_step(config, student),
@@ -96,7 +96,7 @@ def test_refuses_when_disk_is_short(tmp_path):
 
 def test_leaves_out_only_the_allocation_when_only_it_does_not_fit():
     config = hf_config(PUBLISHED["Llama-3.2-1B"])
-    phases = resources.gguf_export(config, LEVELS).phases
+    phases = resources.gguf_export(config, LEVELS, allocate="fisher").phases
     allocation = next(e for e in phases if e.stage == "export: allocation")
     others = max(e.memory_bytes for e in phases if e is not allocation)
     assert allocation.memory_bytes > others  # the case this test is about
@@ -104,6 +104,17 @@ def test_leaves_out_only_the_allocation_when_only_it_does_not_fit():
     decision = check("export", phases, Machine(between, 10**15))
     assert decision.left_out == ("export: allocation",)
     assert "llama.cpp's own tensor types" in decision.notes[0]
+
+
+def test_auto_allocation_probes_only_small_models():
+    small, big = (hf_config(PUBLISHED[n]) for n in ("SmolLM2-135M", "Llama-3.2-1B"))
+    small.num_hidden_layers = 4  # under auto's 100 M weights
+    assert resources.probes(small, "auto") == "fisher"
+    assert resources.probes(big, "auto") is None
+    assert resources.probes(big, "measure") == "measure"
+    assert resources.probes(big, "none") is None
+    stages = [e.stage for e in resources.gguf_export(big, LEVELS).phases]
+    assert "export: allocation" not in stages
 
 
 def test_no_refusal_on_a_machine_that_holds_everything():

@@ -155,8 +155,7 @@ def _check_resources(model, fmt, quant, profile, imatrix, allocate, bpw, verify,
     if fmt == "gguf":
         no_imatrix = imatrix == "none" or (profile and not profile.export.imatrix)
         plan = resources.gguf_export(
-            config, levels, imatrix_used=not no_imatrix, allocate=allocate != "none", verify_tokens=tokens,
-            source_bytes=resources.source_bytes(model),
+            config, levels, imatrix_used=not no_imatrix, allocate=allocate, verify_tokens=tokens,
         )  # fmt: skip
         if bpw:  # bits-per-weight files are made by the allocation: it cannot be left out
             plan.phases[:] = [replace(e, optional=False) for e in plan.phases]

@@ -158,7 +158,7 @@ def build_estimates(teacher: Any, student: Any, config: Any, plan: dict[str, lis
     imatrix = profile.export.imatrix if config.export.imatrix is None else config.export.imatrix
     if plan.get("gguf"):
         out += resources.gguf_export(
-            student, plan["gguf"], imatrix_used=imatrix, allocate=config.export.allocate != "none",
+            student, plan["gguf"], imatrix_used=imatrix, allocate=config.export.allocate,
             verify_tokens=config.verify.max_tokens, context=context,
         ).phases  # fmt: skip
     if plan.get("onnx"):
