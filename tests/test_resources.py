@@ -170,3 +170,42 @@ def test_build_estimates_cover_every_enabled_stage():
     for expected in ("distill", "prune", "recover", "export: write", "export: quantize Q4_K_M", "verify Q4_K_M"):
         assert expected in stages
     assert any(s.startswith("bench") for s in stages)
+
+
+@pytest.fixture
+def small_machine(monkeypatch):
+    """Inject a 1 GiB machine at the one seam the commands read it from (not /proc)."""
+    from edgekit.pipeline import preflight_resources
+
+    machine = Machine(GiB, 10**15, "a test machine")
+    monkeypatch.setattr(preflight_resources, "this_machine", lambda out: machine)
+    return machine
+
+
+@pytest.mark.parametrize("command", ["export", "prune", "distill"])
+def test_commands_refuse_before_any_work(command, tiny_llama_dir, tmp_path, small_machine, monkeypatch):
+    """A tiny model still needs Python itself (~0.55 GiB) plus its work: make the estimate exceed 1 GiB."""
+    import typer
+    from typer.testing import CliRunner
+
+    from edgekit.cli import distill as distill_cli
+    from edgekit.cli import export as export_cli
+    from edgekit.cli import prune as prune_cli
+
+    monkeypatch.setitem(resources.CONST, "python_base", 2 * GiB)
+    app = typer.Typer()
+    {"export": export_cli, "prune": prune_cli, "distill": distill_cli}[command].register(app)
+    app.command("noop", hidden=True)(lambda: None)
+    out = tmp_path / "out"
+    args = {
+        "export": ["export", str(tiny_llama_dir), "--quant", "Q8_0", "--out", str(out)],
+        "prune": ["prune", str(tiny_llama_dir), "--ffn", "0.5", "--out", str(out)],
+        "distill": ["distill", str(tiny_llama_dir), "--steps", "1", "--out", str(out)],
+    }[command]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, ResourceError)
+    assert f"{command} needs about" in str(result.exception)
+    assert "this machine has 1.0 GiB available (a test machine)" in str(result.exception)
+    assert not out.exists()
+    result = CliRunner().invoke(app, [*args, "--ignore-resources"], catch_exceptions=True)
+    assert not isinstance(result.exception, ResourceError)  # tried anyway (whatever came of it)
