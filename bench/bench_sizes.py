@@ -1,8 +1,9 @@
 """Time and peak memory of each stage against model size, beside llama.cpp's own route.
 
 Each stage runs as its own process (the edgekit CLI, or llama.cpp's converter / quantizer) while
-``bench/rss.py`` samples the RSS of its whole process tree every 0.1 s; every stage holds the
-heavy-job lock (``/tmp/edgekit-heavy.lock``) only while it runs, so other work can interleave.
+``bench/rss.py`` samples the RSS of its whole process tree every 0.1 s; stages run one at a time
+under the heavy-job lock (``/tmp/edgekit-heavy.lock``), which is released for others after the first
+stage that ends more than 150 s after it was taken.
 Beside each measurement the bench records edgekit's own estimate of that stage's peak
 (``edgekit.resources``, what preflight and ``edgekit plan`` use) and the ratio measured/estimated,
 so the estimates are checked on every run.
@@ -184,15 +185,31 @@ STAGES = [
 ]
 
 
-def _locked(fn):
-    """Run ``fn`` holding the heavy-job lock (waiting for it is not measured)."""
-    LOCK.touch(exist_ok=True)
-    with open(LOCK) as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            return fn()
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+class HeavyLock:
+    """The heavy-job lock, held across consecutive stages for at most ``hold_s`` seconds in a row (so
+    a short stage does not queue behind every other session's job again), then released. The wait
+    for it is not measured."""
+
+    def __init__(self, hold_s: float = 150.0):
+        self.hold_s, self._fh, self._since = hold_s, None, 0.0
+
+    def acquire(self) -> None:
+        if self._fh is not None and time.monotonic() - self._since < self.hold_s:
+            return
+        self.release()
+        LOCK.touch(exist_ok=True)
+        self._fh = open(LOCK)  # noqa: SIM115 - held across calls, closed in release()
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        self._since = time.monotonic()
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+LOCKED = HeavyLock()
 
 
 def measure(stage: Stage, model: Path, work: Path, llama_cpp: Path | None, timeout_note: str = "") -> dict:
@@ -203,8 +220,9 @@ def measure(stage: Stage, model: Path, work: Path, llama_cpp: Path | None, timeo
     env = {**os.environ, "PYTHONPATH": f"{_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     log = work / f"{stage.name.replace(' ', '_').replace('+', 'p')}.log"
     print(f"[{time.strftime('%H:%M:%S')}] {model.name}: {stage.name}: {' '.join(cmd)}", flush=True)
+    LOCKED.acquire()
     with open(log, "w") as out:
-        m = _locked(lambda: run_measured(cmd, stdout=out, stderr=out, env=env))
+        m = run_measured(cmd, stdout=out, stderr=out, env=env)
     estimate = stage.estimate(config)
     bf16 = resources.source_bytes(model) or 0
     row = {
@@ -297,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             record(measure(stage, model, work, args.llama_cpp))
         if not os.environ.get("SIZE_BENCH_KEEP"):
             shutil.rmtree(work / "distilled", ignore_errors=True)
+    LOCKED.release()
     TABLE.write_text(table(_load()))
     return 0
 
