@@ -295,9 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default="all", help="Comma-separated stage names (see --list), or all.")
     ap.add_argument("--llama-cpp", type=Path, help="llama.cpp source folder holding convert_hf_to_gguf.py.")
     ap.add_argument("--work", type=Path, default=Path("/tmp/size-bench/work"), help="Scratch folder.")
+    ap.add_argument(
+        "--max-estimate-gb", type=float, default=None, help="Skip stages whose estimate exceeds this (shared machines)."
+    )
+    ap.add_argument("--hold-s", type=float, default=150.0, help="Keep the heavy lock across stages this long.")
     ap.add_argument("--list", action="store_true", help="List the stages.")
     ap.add_argument("--table", action="store_true", help="Rewrite the markdown table from the JSON.")
     args = ap.parse_args(argv)
+    LOCKED.hold_s = args.hold_s
     if args.list:
         for s in STAGES:
             print(f"{s.name:30} {s.what}")
@@ -309,7 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.model:
         work = args.work / model.name
         work.mkdir(parents=True, exist_ok=True)
+        from edgekit.models import load_config
+
+        config = load_config(model)
         for stage in (s for s in STAGES if s.name in names):
+            estimate = stage.estimate(config)
+            if args.max_estimate_gb and estimate and estimate > args.max_estimate_gb * GB:
+                print(f"{model.name}: {stage.name}: skipped, estimate {estimate / GB:.1f} GB", flush=True)
+                continue
             if stage.name.startswith("llama.cpp convert") and not args.llama_cpp:
                 ap.error("--llama-cpp is needed for llama.cpp's converter")
             record(measure(stage, model, work, args.llama_cpp))
