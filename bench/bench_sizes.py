@@ -229,6 +229,7 @@ def measure(stage: Stage, model: Path, work: Path, llama_cpp: Path | None, timeo
     bf16 = resources.source_bytes(model) or 0
     row = {
         "model": model.name,
+        "model_path": str(model),
         "params": resources.Sizes.of(config).params,
         "bf16_bytes": bf16,
         "stage": stage.name,
@@ -280,6 +281,22 @@ def _record(row: dict) -> None:
     _save(data)
 
 
+def reestimate(data: dict) -> dict:
+    """Recompute every row's estimate and ratio with the current ``edgekit.resources`` (the formulas
+    may have changed since the row was measured)."""
+    from edgekit.models import load_config
+
+    stages = {s.name: s for s in STAGES}
+    for r in data["runs"]:
+        path = Path(r.get("model_path") or f"/work/models/{r['model']}")
+        if r["stage"] not in stages or not path.exists():
+            continue
+        estimate = stages[r["stage"]].estimate(load_config(path))
+        r["estimate_bytes"] = estimate
+        r["measured_over_estimate"] = round(r["peak_rss_bytes"] / estimate, 2) if estimate else None
+    return data
+
+
 def table(data: dict) -> str:
     """Markdown: one row per (model, stage), measured beside estimated, in model-size order."""
     lines = [
@@ -310,9 +327,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold-s", type=float, default=150.0, help="Keep the heavy lock across stages this long.")
     ap.add_argument("--no-lock", action="store_true", help="Do not take the heavy lock (only for the demo-sized).")
     ap.add_argument("--list", action="store_true", help="List the stages.")
-    ap.add_argument("--table", action="store_true", help="Rewrite the markdown table from the JSON.")
+    ap.add_argument(
+        "--table", action="store_true", help="Re-estimate with the current formulas, rewrite the markdown table."
+    )
     args = ap.parse_args(argv)
     LOCKED.hold_s = -1.0 if args.no_lock else args.hold_s
+    if args.table:
+        with open(RESULTS.with_suffix(".lock"), "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            _save(reestimate(_load()))
+        TABLE.write_text(table(_load()))
+        print(TABLE.read_text())
+        return 0
     if args.list:
         for s in STAGES:
             print(f"{s.name:30} {s.what}")

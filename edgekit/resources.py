@@ -27,7 +27,7 @@ from edgekit.formats import level as level_info
 GiB = 2**30
 # Measured or stated inputs of the formulas (bytes unless said otherwise).
 CONST = {
-    "python_base": int(0.55 * GiB),  # RSS of a Python with torch, transformers and llama_cpp imported (measured)
+    "python_base": int(0.82 * GiB),  # RSS of Python with edgekit's CLI, torch, transformers, llama_cpp (measured)
     "fp32": 4,  # bytes per float32 value (activations, logits, one layer upcast, optimizer state)
     "fp64": 8,  # bytes per float64 value (the allocation probe's log-softmax)
     "resident": 2,  # bytes per weight of the model held in memory (bf16, the checkpoints' own precision)
@@ -151,7 +151,7 @@ def gguf_write(config: Any, resident: bool = False) -> Estimate:
     s = Sizes.of(config)
     family = family_of(config)
     whole = max(math.prod(shape) for name, shape in arch_shapes.layer_shapes(family, config).items() if "q" in name)
-    block = max(CONST["chunk_elements"], whole)
+    block = min(max(CONST["chunk_elements"], whole), s.largest)
     return Estimate(
         "export: write",
         (
