@@ -80,6 +80,12 @@ def _verify_peak(c) -> int:
     return max(resources.verify_reference(c, 1024).memory_bytes, resources.verify(c, "Q4_K_M", 1024, 4096).memory_bytes)
 
 
+def _written(work: Path, level: str) -> Path:
+    """The file an earlier export stage wrote at ``level`` (named after the model, or the demo's name)."""
+    found = sorted((work / "export").glob(f"*-{level}.gguf"))
+    return found[0] if found else work / "export" / f"missing-{level}.gguf"
+
+
 def _student(c, layers: int = 4):
     s = copy.deepcopy(c)
     s.num_hidden_layers = layers
@@ -135,7 +141,7 @@ STAGES = [
     ),
     Stage(
         "verify Q4_K_M",
-        lambda m, w, lc: _edgekit("verify", str(w / "export" / f"{m.name}-Q4_K_M.gguf"), "--reference", str(m)),
+        lambda m, w, lc: _edgekit("verify", str(_written(w, "Q4_K_M")), "--reference", str(m)),
         _verify_peak,
         "edgekit verify (1,024 held-out tokens) of the file written by the stage before",
     ),
