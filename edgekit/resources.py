@@ -48,6 +48,7 @@ CONST = {
     "adamw_bytes": 16,  # per student weight in training: fp32 weight, gradient, two AdamW moments
     "logit_copies": 4,  # [batch, seq, vocab] float32 tensors alive in a distillation step (t, s, softmax, grad)
     "saved_widths": 12,  # [tokens, hidden] float32 values a layer saves for backward (attn + MLP inputs)
+    "onnx_builder": int(0.75 * GiB),  # onnx, onnxruntime and the GenAI builder imported (measured on the demo)
     "runtime_compute": 64 * 2**20,  # llama.cpp context, graph and scratch buffers (edgekit.plan)
 }
 
@@ -255,7 +256,13 @@ def onnx_export(config: Any, level: str) -> Estimate:
     out = file_bytes(config, level)
     return Estimate(
         f"onnx: {level}",
-        (_base(), _model(s), _layer_fp32(s), Term(f"{level} initializers", out)),
+        (
+            _base(),
+            Term("ONNX builder and runtime libraries", CONST["onnx_builder"]),
+            _model(s),
+            _layer_fp32(s),
+            Term(f"{level} initializers", out),
+        ),
         (Term(f"{level} model", out),),
     )
 
