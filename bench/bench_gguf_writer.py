@@ -120,13 +120,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     size = model_bytes(args.model)
+    load_before = os.getloadavg()[0]
+    writer = edgekit_route(args.model, args.work, "BF16")  # the writer alone: the file llama.cpp's converter makes
+    writer["route"] = "edgekit export BF16 (writer only)"
     ours = edgekit_route(args.model, args.work, args.quant)
     theirs = llamacpp_route(args.model, args.work, args.sdist, args.quant)
     result = {
         "model": args.model.name,
         "model_bytes": size,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_mem_gib():.0f} GiB RAM",
-        "routes": [ours, theirs],
+        # other sessions share the cores: the 1-minute load average before and after, for context
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "routes": [ours, theirs, writer],
         "edgekit_rss_over_model": round(ours["peak_rss_bytes"] / size, 3),
         "edgekit_wall_over_llamacpp": round(ours["wall_s"] / theirs["wall_s"], 3),
         "file_bytes_difference": ours["file_bytes"] - theirs["file_bytes"],

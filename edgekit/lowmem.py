@@ -7,9 +7,11 @@ block's weights just before it runs gives the fp32 model's arithmetic bit for bi
 does that with forward hooks on each *unit* (the embedding, each decoder layer, the final norm,
 the output head and any other module outside the layers that owns weights): on entry the unit's
 floating tensors are replaced by fp32 copies, on exit the originals are put back (no rounding, the
-same ``Parameter`` objects, so tied weights and other hooks keep working). Peak memory is the
-resident model + the largest unit in fp32 (for Llama-3.2-1B: the 128 256 x 2048 embedding, 1 GB)
-+ activations.
+same ``Parameter`` objects, so tied weights and other hooks keep working). Two units would cost
+a lot as whole fp32 copies (1 GB each for Llama-3.2-1B's 128 256 x 2048 table): an embedding gets
+an fp32 table with only the rows it looks up written (the rest is never backed by memory), and a
+large output head is multiplied in blocks of rows. Peak memory is the resident model + one fp32
+decoder layer (0.24 GB for 1B) + activations and logits.
 
     from edgekit.lowmem import load_resident, fp32_compute
 
@@ -38,6 +40,7 @@ import torch
 
 # Checkpoint dtypes kept resident; anything else (fp32, unknown) is loaded in float32 as before.
 RESIDENT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+CHUNK_ELEMENTS = 1 << 24  # weights upcast at a time in a large Linear outside the layers: 64 MiB as fp32
 
 
 def checkpoint_dtype(config: Any) -> torch.dtype:
@@ -48,19 +51,17 @@ def checkpoint_dtype(config: Any) -> torch.dtype:
 
 
 def load_resident(name_or_path: str | Path, *, dtype: torch.dtype | None = None):
-    """Load a causal LM in its checkpoint precision (``dtype`` overrides), ready for ``fp32_compute``.
+    """Load a causal LM in its checkpoint precision, ready for ``fp32_compute``.
 
-    Honours the user's loading options (``edgekit.loading``) like ``edgekit.models.load_model``;
-    with a ``--dtype`` other than float32 the model is loaded in that dtype, as the user asked.
+    ``dtype`` overrides; so does the user's ``--dtype`` (``edgekit.loading``) when it is not
+    float32: the weights are then held in that dtype, and still computed in fp32.
     """
     from edgekit.loading import options_for
     from edgekit.models import load_config, load_model
 
     opts = options_for(name_or_path)
-    if dtype is None and opts.dtype != "float32":
-        return load_model(name_or_path)  # the user chose the compute dtype: keep theirs
-    config = load_config(name_or_path)
-    dtype = dtype or checkpoint_dtype(config)
+    if dtype is None:
+        dtype = opts.torch_dtype() if opts.dtype != "float32" else checkpoint_dtype(load_config(name_or_path))
     model = load_model(name_or_path, dtype=dtype)
     if dtype != torch.float32:
         restore_fp32_buffers(model)
@@ -107,17 +108,30 @@ class GradientsNotSupported(RuntimeError):
     """``fp32_compute`` runs forward passes only (a programming error, not a user's)."""
 
 
-def _upcast(unit: torch.nn.Module, saved: dict[int, list]) -> None:
-    if torch.is_grad_enabled():
-        raise GradientsNotSupported("fp32_compute runs forward passes only; wrap the call in torch.no_grad()")
+def _upcast(unit: torch.nn.Module, saved: dict[int, list], args: tuple) -> None:
+    _refuse_gradients()
     if id(unit) in saved:  # re-entered (a tied module called twice): already fp32
         return
-    originals = []
+    originals: list = []
+    saved[id(unit)] = originals  # filled as it goes, so an error half way still restores
     for tensor in [*unit.parameters(), *unit.buffers()]:
         if tensor.is_floating_point() and tensor.dtype != torch.float32:
             originals.append((tensor, tensor.data))
-            tensor.data = tensor.data.float()
-    saved[id(unit)] = originals
+            lookup = isinstance(unit, torch.nn.Embedding) and tensor is unit.weight and args
+            tensor.data = _rows_in_fp32(tensor.data, args[0]) if lookup else tensor.data.float()
+
+
+def _rows_in_fp32(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """An fp32 table of ``weight``'s shape where only the rows ``ids`` looks up are written.
+
+    An embedding reads only those rows, so its output is the fp32 table's; the other rows are
+    never touched, and the kernel never backs untouched pages with memory: the fp32 copy of a
+    128 256-row embedding costs the rows looked up (kilobytes), not 1 GB.
+    """
+    table = torch.empty(weight.shape, dtype=torch.float32)
+    wanted = ids.reshape(-1).unique()
+    table[wanted] = weight[wanted].float()
+    return table
 
 
 def _restore(unit: torch.nn.Module, saved: dict[int, list]) -> None:
@@ -125,24 +139,61 @@ def _restore(unit: torch.nn.Module, saved: dict[int, list]) -> None:
         tensor.data = data
 
 
+def _refuse_gradients() -> None:
+    if torch.is_grad_enabled():
+        raise GradientsNotSupported("fp32_compute runs forward passes only; wrap the call in torch.no_grad()")
+
+
+def _blockwise(linear: torch.nn.Linear):
+    """A forward for a large Linear outside the layers (the output head): fp32 in blocks of output rows.
+
+    Each block of at most ``CHUNK_ELEMENTS`` weights is upcast, multiplied and dropped, so the
+    head's fp32 copy (1 GB for a 128k x 2048 head) is never made whole; the output is the same
+    product, block by block (equal to the whole product within fp32 rounding of the kernel).
+    """
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        _refuse_gradients()
+        weight, bias = linear.weight, linear.bias
+        x = x.float()
+        step = max(1, CHUNK_ELEMENTS // weight.shape[1])
+        out = x.new_empty((*x.shape[:-1], weight.shape[0]))
+        for i in range(0, weight.shape[0], step):
+            b = None if bias is None else bias[i : i + step].float()
+            out[..., i : i + step] = torch.nn.functional.linear(x, weight[i : i + step].float(), b)
+        return out
+
+    return forward
+
+
 @contextlib.contextmanager
 def fp32_compute(model) -> Iterator[Any]:
     """Inside the block, ``model``'s forward runs in float32 one unit at a time (see module docstring).
 
     A no-op for a model already in float32. The resident tensors are restored when each unit
-    finishes, and all of them when the block exits, even after an error.
+    finishes, and all of them when the block exits, even after an error. A Linear unit of more
+    than ``CHUNK_ELEMENTS`` weights (the output head) runs block by block instead (``_blockwise``).
     """
     saved: dict[int, list] = {}
-    hooks = []
+    hooks, patched = [], []
     if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
         for unit in compute_units(model):
-            hooks.append(unit.register_forward_pre_hook(lambda m, a, u=unit: _upcast(u, saved)))
+            if isinstance(unit, torch.nn.Linear) and unit.weight.numel() > CHUNK_ELEMENTS:
+                patched.append((unit, unit.__dict__.get("forward")))
+                unit.forward = _blockwise(unit)
+                continue
+            hooks.append(unit.register_forward_pre_hook(lambda m, a, u=unit: _upcast(u, saved, a)))
             hooks.append(unit.register_forward_hook(lambda m, a, o, u=unit: _restore(u, saved)))
     try:
         yield model
     finally:
         for hook in hooks:
             hook.remove()
+        for unit, previous in patched:
+            if previous is None:
+                del unit.forward
+            else:
+                unit.forward = previous
         for key in list(saved):
             for tensor, data in saved.pop(key):
                 tensor.data = data

@@ -143,3 +143,16 @@ def test_imatrix_of_export_equals_the_fp32_models(bf16_dir, tmp_path):
     assert saved.keys() == want.keys()
     for name in want:
         np.testing.assert_allclose(saved[name], want[name], rtol=1e-6, err_msg=name)
+
+
+def test_build_verify_stage_loads_the_reference_once(exported, bf16_dir, loads, tmp_path):
+    from edgekit.pipeline.config import VerifySection
+    from edgekit.pipeline.stages import run_verify
+    from edgekit.targets import load_target
+
+    root = exported[0].parent
+    entries = [{"path": p.name, "format": "gguf", "quant": q} for p, q in zip(exported, ["F16", "Q8_0"], strict=True)]
+    result = run_verify(tmp_path, root, entries, bf16_dir, load_target("x86-laptop"), VerifySection(max_tokens=256))
+    assert len(loads) == 1 and len(result["reports"]) == 2
+    assert all(r["reference_seconds"] > 0 and r["runtime_seconds"] > 0 for r in result["reports"])
+    assert not list(tmp_path.iterdir())  # the reference's logits file went with its temporary folder

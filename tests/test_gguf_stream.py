@@ -211,3 +211,32 @@ def test_missing_shard_is_one_input_error_naming_the_shard(make_tiny_hf, tmp_pat
     with pytest.raises(InputError, match=re.escape(gone)):
         export_gguf(sharded, out, ["F32"], imatrix=None, progress=False)
     assert not (out / "sharded-F32.gguf").exists()
+
+
+def test_blocks_stay_bounded(make_tiny_hf, tmp_path, one_torch_thread, monkeypatch):
+    """No read is larger than one block of rows, except a rotary-permuted q/k matrix (read whole)."""
+    import edgekit.export.gguf_stream as stream
+    from edgekit.export.checkpoint import Checkpoint
+
+    limit, sizes = 4096, []
+    real = Checkpoint.read
+
+    def read(self, name, rows=None):
+        data = real(self, name, rows)
+        sizes.append((name, data.numel()))
+        return data
+
+    monkeypatch.setattr(stream, "CHUNK_ELEMENTS", limit)
+    monkeypatch.setattr(Checkpoint, "read", read)
+    _streamed(make_tiny_hf("llama"), tmp_path / "m.gguf", "F16")
+    whole = [n for n, size in sizes if size > limit]
+    assert whole and all(n.endswith(("q_proj.weight", "k_proj.weight")) for n in whole), whole
+    assert {n for n, _ in sizes} >= {"model.embed_tokens.weight", "lm_head.weight"}
+
+
+def test_a_folder_without_safetensors_falls_back(tmp_path):
+    plan, why = stream_plan(tmp_path / "no-such-folder", None)
+    assert plan is None and "not a folder" in why
+    (tmp_path / "empty").mkdir()
+    plan, why = stream_plan(tmp_path / "empty", None)
+    assert plan is None and "no safetensors" in why

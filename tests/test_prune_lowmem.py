@@ -108,3 +108,21 @@ def test_prune_folder_saves_bf16_checkpoint_as_bf16(tmp_path, bpe_tokenizer, one
     with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
         dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     assert dtypes == {"BF16"}
+
+
+def test_recovery_from_bf16_checkpoint_trains_and_saves_float32(tmp_path, bpe_tokenizer, one_torch_thread):
+    from safetensors import safe_open
+
+    from edgekit.prune.job import prune_folder
+
+    model = tiny_model(vocab_size=len(bpe_tokenizer)).to(torch.bfloat16)
+    source = tmp_path / "src"
+    model.save_pretrained(source, safe_serialization=True)
+    bpe_tokenizer.save_pretrained(source)
+    report = prune_folder(
+        source, tmp_path / "out", PrunePlan(ffn=0.5), calibration_sequences=2, recover_steps=1, check_gguf=False
+    )
+    assert report["recover_steps"] == 1
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    assert dtypes == {"F32"}  # trained weights are no longer bf16 values

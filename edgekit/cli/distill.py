@@ -89,9 +89,10 @@ def distill(
     dtype: str = typer.Option(
         "auto",
         "--dtype",
-        help="Teacher precision: auto (checkpoint precision, fp32 arithmetic: exact, half the memory of a bf16 "
-        "teacher in float32), float32, bfloat16 or float16 (weights and arithmetic; faster, not exact). "
-        "The student trains in float32 regardless.",
+        help=opt.VOCABULARY["--dtype"]
+        + " For the teacher, also auto (default): its checkpoint precision with fp32 arithmetic (exact targets; a "
+        "bf16 teacher takes half the memory of float32). bfloat16/float16 compute in that type (faster, not "
+        "exact). The student trains in float32 regardless.",
     ),
 ) -> None:
     """Distill a teacher into a smaller student and report how close it got.

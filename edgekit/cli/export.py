@@ -297,6 +297,7 @@ def verify(
         report = verify_artifact(artifact, reference, level=level, threshold=threshold, max_tokens=tokens, check=True)
     console.print(report.table())
     console.print(f"[green]passed[/] {artifact} ({report.level}, {report.tokens} tokens, {report.backend})")
+    console.print(f"reference pass {report.reference_seconds:.1f} s, runtime {report.runtime_seconds:.1f} s")
 
 
 def register(app: typer.Typer) -> None:

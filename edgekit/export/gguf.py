@@ -12,6 +12,7 @@ Every file is written under a temporary name and renamed, with a JSON sidecar be
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -263,19 +264,19 @@ def export_gguf(
     _check_representable(config, tokenizer, model_dir)
     from edgekit.export.gguf_stream import GgufSource
 
-    needs_imatrix = imatrix is not None and bool(bpw or any(q in IMATRIX_LEVELS for q in quants))
-    # bf16 stays bf16; imatrix and probe compute in fp32 unit by unit; the GGUF files stream from the checkpoint
-    model = load_resident(model_dir) if allocate or (needs_imatrix and imatrix == "auto") else None
-    name = name or model_dir.name
-    provenance = provenance if provenance is not None else {"source": str(model_dir)}
-    paths = {q: out_dir / f"{name}-{q}.gguf" for q in quants}
     if bpw and not allocate:
         raise InputError(model_dir, "bits-per-weight targets need a sensitivity allocation (allocate='auto')")
     skipped = None  # why allocate=auto kept llama.cpp's mixes, recorded in each sidecar
-    if allocate == "auto" and not bpw and (skipped := _auto_fallback(model)):
+    if allocate == "auto" and not bpw and (skipped := _auto_fallback(config)):
         log.warning("%s: %s", model_dir, skipped)
         allocate = None
+    needs_imatrix = imatrix is not None and bool(bpw or any(q in IMATRIX_LEVELS for q in quants))
+    # bf16 stays bf16 in memory; the imatrix and the probe compute in fp32 one unit at a time
+    model = load_resident(model_dir) if allocate or (needs_imatrix and imatrix == "auto") else None
     source = GgufSource(model_dir, config, loaded=model)  # streams the checkpoint; else writes ``model``
+    name = name or model_dir.name
+    provenance = provenance if provenance is not None else {"source": str(model_dir)}
+    paths = {q: out_dir / f"{name}-{q}.gguf" for q in quants}
     imx, imx_info = None, None
     if needs_imatrix:
         imx, imx_info = _imatrix_for(model, tokenizer, imatrix, calibration_ids, calibration_source)
@@ -283,6 +284,8 @@ def export_gguf(
             from edgekit.export.imatrix import save_imatrix_file
 
             save_imatrix_file(out_dir / f"{name}-imatrix.safetensors", imx, imx_info)
+    if model is not None and not allocate and source.plan is not None:  # the streamed writer needs no model
+        release(model)
     with temporary_dir(out_dir, "gguf") as tmp:  # inside --out, removed on failure and by the next run
         # the allocation's probe reads an F32 base; otherwise the checkpoint's own precision is exact
         base_level = "F32" if allocate else source.base_level
@@ -306,12 +309,13 @@ def export_gguf(
                 workdir=Path(tmp),
             )
             paths |= {label: out_dir / f"{name}-{label}.gguf" for label in mixes}
-        for level in quants:  # direct levels (streamed, or from the model in the fallback) before it is released
+        for level in quants:  # direct levels may need the model (the writer's fallback): written first
             if level in DIRECT_LEVELS and paths[level] != base:
                 source.write(tokenizer, paths[level], level, name, provenance)
         if model is not None:
-            release(model)  # the fp weights are not needed by llama-quantize: return them first
-        del model
+            release(model)  # llama-quantize needs no fp weights: return them before it starts (idempotent)
+        del model, source  # the writer's fallback may hold a model of its own
+        gc.collect()
         for level in [*quants, *(m for m in mixes if m not in quants)]:
             overrides, info, mix = {}, None, mixes.get(level)
             gate = mix.level if mix else level
@@ -332,10 +336,10 @@ def export_gguf(
     return [paths[q] for q in [*quants, *(m for m in mixes if m not in quants)]]
 
 
-def _auto_fallback(model) -> str | None:
+def _auto_fallback(config) -> str | None:
     from edgekit.export.mix import auto_fallback
 
-    return auto_fallback(model)
+    return auto_fallback(config)
 
 
 def _calibration(tokenizer, calibration_ids):

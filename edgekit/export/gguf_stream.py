@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.export.checkpoint import FLOAT_DTYPES, Checkpoint
+from edgekit.export.checkpoint import FLOAT_DTYPES, INDEX, Checkpoint
 from edgekit.export.gguf import (
     checked_vocab,
     encode,
@@ -80,6 +80,10 @@ def stream_plan(model_dir: str | Path, config) -> tuple[StreamPlan | None, str]:
     from edgekit.loading import options_for
 
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return None, "it is not a folder on disk"
+    if not any(model_dir.glob("*.safetensors")) and not (model_dir / INDEX).is_file():
+        return None, "it has no safetensors files"
     checkpoint = Checkpoint(model_dir)
     layout = model_layout(config)
     family = family_of(config)
@@ -119,23 +123,21 @@ def write_gguf_streaming(
 
     config = plan.config
     vocab = checked_vocab(config, tokenizer, path)  # fails before anything is written
-    extras = list(extra_tensors(config))  # small: computed from the config
+    extras = [(n, *encode(data, level)) for n, data in extra_tensors(config)]  # small: computed from the config
     with atomic_path(path) as tmp:
         writer = start_writer(tmp, config, vocab, level, name, metadata)
         for gguf_name, _, _, shape in plan.tensors:
             kind = stored_type(len(shape), level)
             nbytes = math.prod(gguf.quants.quant_shape_to_byte_shape(shape, kind))
             writer.add_tensor_info(gguf_name, shape, np.dtype(np.float32), nbytes, raw_dtype=kind)
-        for gguf_name, data in extras:
-            packed, raw_dtype = encode(data, level)
-            writer.add_tensor(gguf_name, packed, raw_dtype=raw_dtype)  # held until written: a few KiB
+        for gguf_name, packed, raw_dtype in extras:  # as ``add_tensor`` describes them
+            writer.add_tensor_info(gguf_name, packed.shape, packed.dtype, packed.nbytes, raw_dtype=raw_dtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for entry in plan.tensors:
             writer.write_tensor_data(_Blocks(plan, entry, level))
-        for _, data in extras:
-            packed, _ = encode(data, level)
+        for _, packed, _ in extras:
             writer.write_tensor_data(packed)
         writer.close()
     return path
@@ -158,13 +160,17 @@ class _Blocks:
             blocks = iter([checkpoint.read(source)])
         else:
             blocks = checkpoint.row_blocks(source, CHUNK_ELEMENTS)
+        written = 0
         for block in blocks:
             raw = _unchanged(block, config, name, hf_name, self.level, len(shape))
             if raw is None:
                 data = transform(config, name, hf_name, block.float().numpy())
                 raw, _ = encode(data, self.level, ndim=len(shape))
             raw.tofile(fh)
+            written += raw.nbytes
             del block, raw
+        if written != self.nbytes:  # the header already promised nbytes: never leave a file that lies
+            raise RuntimeError(f"{name}: wrote {written} bytes, the tensor table says {self.nbytes}")
 
 
 _SAME_BITS = {("BF16", "BF16"), ("F16", "F16"), ("F32", "F32")}  # stored dtype, GGML type: no conversion

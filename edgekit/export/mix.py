@@ -30,11 +30,16 @@ CANDIDATE_BYTES_PER_WEIGHT = 6.7  # sum of CANDIDATES' sizes, imatrix and plain 
 FISHER_BYTES_PER_WEIGHT = 8  # fp32 weights + fp32 sums; gradients are freed as they come
 
 
-def auto_fallback(model) -> str | None:
-    """Why ``allocate='auto'`` keeps llama.cpp's own mixes for ``model`` (None: it allocates).
+def auto_fallback(config) -> str | None:
+    """Why ``allocate='auto'`` keeps llama.cpp's own mixes for a model of ``config`` (None: it allocates).
 
-    The one-line notice states the probe's estimated cost and how to run it anyway.
+    Decided from the config (a model built on the meta device: no weights) before anything is
+    loaded; the one-line notice states the probe's estimated cost and how to run it anyway.
     """
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
     seen, n = set(), 0
     for p in model.parameters():
         if p.ndim >= 2 and id(p) not in seen:

@@ -5,8 +5,16 @@ ONNX Runtime GenAI apps on Android, iOS, Windows and Jetson load as it is: ``og.
 edgekit adds only its sidecar ``edgekit-artifact.json`` beside those files.
 
 Why a child process: the builder appends its own folder to ``sys.path``, prints progress on
-stdout, and holds the whole fp32 model in memory while it writes; a child keeps all three out of
-the caller and turns any crash into one ``StageError`` that quotes the builder's last line.
+stdout, and holds the whole model in memory while it writes; a child keeps all three out of the
+caller, returns that memory when it exits, and turns any crash into one ``StageError`` that quotes
+the builder's last line.
+
+Memory (see ``BUILDER_PEAK`` and docs/onnx.md): the builder loads the checkpoint with transformers'
+``dtype="auto"`` (a bf16 checkpoint stays bf16; nothing to pass) and casts each tensor to the
+level's type only when it is written, so fp32 costs about 2.6x the bf16 checkpoint at 1 B weights.
+int4/int8 cannot be bounded from outside: the builder turns the whole graph into one in-memory
+fp32 ONNX protobuf (``ir.to_proto``) for ONNX Runtime's MatMulNBits quantizer while it still holds
+the torch model, about 5.8x the bf16 checkpoint at 1 B. Preflight should use ``builder_peak_bytes``.
 
 Families the builder cannot export correctly are named by ``unsupported_reason`` so that preflight
 refuses them before any training.
@@ -71,6 +79,28 @@ BUILDER_ARCHITECTURES = frozenset(
         "HunYuanDenseV1ForCausalLM",
     }
 )
+
+
+# Peak RSS of one level's export (this process + the builder child, summed every 0.1 s) as
+# fixed bytes + a multiple of the checkpoint's safetensors bytes: a line through two measurements,
+# Llama-3-shaped bf16 checkpoints of 0.51 GB (0.25 B weights) and 2.47 GB (1.24 B), vocabulary
+# 128,256, onnxruntime-genai 0.18, CPU provider, this 2-core x86 machine (docs/onnx.md):
+#   fp32: 3.26 GB and 6.40 GB;  int4 (RTN, block 32): 5.46 GB and 14.44 GB.
+# fp16 writes the same way as fp32 and int8 the same way as int4 (not measured separately).
+BUILDER_PEAK = {
+    "fp32": (2.45e9, 1.60),  # (fixed bytes, x checkpoint bytes)
+    "fp16": (2.45e9, 1.60),
+    "int4": (3.15e9, 4.57),
+    "int8": (3.15e9, 4.57),
+}
+
+
+def builder_peak_bytes(checkpoint_bytes: int, level: str) -> int:
+    """Expected peak RSS, bytes, of exporting one ``level`` from a checkpoint of ``checkpoint_bytes``
+    (its safetensors files' total size): see ``BUILDER_PEAK``. The fixed part is mostly the two
+    processes' runtimes and the 128 k-vocabulary embedding of the models measured."""
+    fixed, per_byte = BUILDER_PEAK[level]
+    return int(fixed + per_byte * checkpoint_bytes)
 
 
 @dataclass(frozen=True)

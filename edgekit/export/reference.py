@@ -40,8 +40,12 @@ class Reference:
     _cases: dict[bool, list] = field(default_factory=dict, repr=False)
 
     def logits(self) -> np.ndarray:
-        """The reference logits, memory-mapped (read on access, not held in memory)."""
+        """The reference logits [n, seq, vocab], memory-mapped (read on access; pages stay mapped)."""
         return np.load(self.logits_path, mmap_mode="r")
+
+    def row(self, i: int) -> np.ndarray:
+        """Row ``i`` of the reference logits [seq, vocab], copied out of a mapping that is then closed."""
+        return read_row(self.logits_path, i)
 
     def cases(self, gguf: bool) -> list[tuple[str, bool, list[int]]]:
         """The tokenizer cases (``edgekit.export.verify.tokenizer_cases``) for a GGUF or other artifact."""
@@ -50,6 +54,31 @@ class Reference:
         if gguf not in self._cases:
             self._cases[gguf] = tokenizer_cases(self.tokenizer, gguf=gguf)
         return self._cases[gguf]
+
+
+def write_rows(path: str | Path, rows: Iterator[np.ndarray], n: int) -> Path:
+    """Write ``n`` float32 arrays of one shape as one ``.npy`` [n, *shape], one at a time.
+
+    Plain writes, not a memory map: a mapping's written pages would stay in the process's RSS.
+    """
+    with open(path, "wb") as fh:
+        for i, row in enumerate(rows):
+            row = np.ascontiguousarray(row, dtype=np.float32)
+            if i == 0:  # the header needs the shape, known from the first row
+                header = {"descr": "<f4", "fortran_order": False, "shape": (n, *row.shape)}
+                np.lib.format.write_array_header_2_0(fh, header)
+            fh.write(row.tobytes())
+            del row
+    return Path(path)
+
+
+def read_row(path: str | Path, i: int) -> np.ndarray:
+    """Row ``i`` of a 3-D ``.npy`` file, as a copy: the file's pages are unmapped again at once, so
+    reading every row of a 0.5 GB file one by one never holds more than one row in memory."""
+    mapped = np.load(path, mmap_mode="r")
+    row = np.array(mapped[i])
+    del mapped  # the last reference: the mapping is closed here
+    return row
 
 
 def prepare_reference(
@@ -72,19 +101,11 @@ def prepare_reference(
     rows = reference_rows(tokenizer, texts, max_tokens)
     model = load_resident(reference)
     path = Path(workdir) / "reference-logits.npy"
-    out = None
     try:
         with torch.no_grad(), fp32_compute(model):
-            for i, row in enumerate(rows):
-                logits = model(input_ids=row[None]).logits[0].float().numpy()
-                if out is None:
-                    shape = (len(rows), *logits.shape)
-                    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-                out[i] = logits
-                del logits
-        out.flush()
+            rows_out = (model(input_ids=row[None]).logits[0].float().numpy() for row in rows)
+            write_rows(path, rows_out, len(rows))
     finally:
-        del out
         release(model)  # before any runtime child opens an artifact
         del model
         gc.collect()

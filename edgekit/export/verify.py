@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekit.errors import VerificationError
 from edgekit.export.stress import STRESS_TEXTS, stress_texts
 from edgekit.quality import compare_logits_chunked
@@ -122,14 +120,14 @@ def artifact_side(
 
     Plain-text cases add BOS as the runtime does for a prompt; token cases add nothing.
     """
+    from edgekit.export.reference import write_rows
     from edgekit.runtime.detect import open_backend
 
     backend = open_backend(artifact, **options)
     try:
-        logits = np.stack([backend.logits(row) for row in rows])
-        ids = [backend.tokenize(t, add_special_tokens=not parse, parse_special=parse) for t, parse in cases]
         out = Path(tmp) / "logits.npy"
-        np.save(out, logits)
+        write_rows(out, (backend.logits(row) for row in rows), len(rows))  # a row at a time, not stacked
+        ids = [backend.tokenize(t, add_special_tokens=not parse, parse_special=parse) for t, parse in cases]
         return {
             "logits": str(out),
             "ids": ids,
@@ -193,7 +191,7 @@ def verify_artifact(
             action="verifying it in its runtime",
         )
         runtime_seconds = round(time.perf_counter() - started, 2)
-        cmp = _compare(prepared, np.load(side["logits"], mmap_mode="r"))
+        cmp = _compare(prepared, Path(side["logits"]))
     level = level or side["level"]
     mismatches = [
         label for (_, _, want), got, label in zip(cases, side["ids"], _labels(cases), strict=True) if got != want
@@ -227,13 +225,18 @@ def verify_artifact(
     return report
 
 
-def _compare(prepared, cand: np.ndarray):
-    """Reference vs artifact logits, one row at a time (the artifact's padded vocab cut off)."""
-    ref = prepared.logits()
-    vocab = ref.shape[-1]
+def _compare(prepared, candidate: Path):
+    """Reference vs artifact logits (``.npy`` files), one row at a time (the artifact's padded vocab cut off)."""
+    from edgekit.export.reference import read_row
+
     rows = prepared.rows.numpy()
-    chunks = ((ref[i, :-1], cand[i, :-1, :vocab], rows[i, 1:]) for i in range(len(rows)))
-    return compare_logits_chunked(chunks)
+
+    def chunks():
+        for i in range(len(rows)):
+            ref = prepared.row(i)
+            yield ref[:-1], read_row(candidate, i)[:-1, : ref.shape[-1]], rows[i, 1:]
+
+    return compare_logits_chunked(chunks())
 
 
 def _limits(level: str, threshold) -> tuple[float, float]:

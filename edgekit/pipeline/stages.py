@@ -73,26 +73,30 @@ def run_distill(
 ) -> dict[str, Any]:
     """Derive a student from the teacher and distill into it; saves ``out/model``."""
     from edgekit.distill import derive_student, distill
-    from edgekit.models import count_parameters, load_model, load_tokenizer, save_model
+    from edgekit.distill.teacher import load_teacher, teacher_compute
+    from edgekit.models import count_parameters, load_tokenizer, save_model
 
-    teacher, tokenizer = load_model(teacher_path), load_tokenizer(teacher_path)
+    # the teacher stays in its checkpoint precision and computes in fp32 (exact; distill/teacher.py)
+    teacher, tokenizer = load_teacher(teacher_path), load_tokenizer(teacher_path)
     corpus = load_corpus(tokenizer, data)
     if section.via:
-        return _run_progressive(out, scratch, teacher, tokenizer, corpus, section, seed, data, resume, progress)
+        with teacher_compute(teacher):
+            return _run_progressive(out, scratch, teacher, tokenizer, corpus, section, seed, data, resume, progress)
     student = derive_student(
         teacher, num_layers=section.student_layers, hidden_size=section.student_hidden, init=section.init, seed=seed
     )
     config = _distill_config(section.steps, section.lr, section, seed, data)
-    result = distill(
-        teacher,
-        student,
-        corpus.train,
-        config,
-        heldout_ids=corpus.heldout,
-        workdir=scratch,
-        resume=resume,
-        progress=progress,
-    )
+    with teacher_compute(teacher):
+        result = distill(
+            teacher,
+            student,
+            corpus.train,
+            config,
+            heldout_ids=corpus.heldout,
+            workdir=scratch,
+            resume=resume,
+            progress=progress,
+        )
     save_model(result.student, tokenizer, out / MODEL_DIR)
     return {
         "parameters": count_parameters(result.student),
@@ -154,22 +158,24 @@ def run_recover(
 ) -> dict[str, Any]:
     """Distill the teacher into the pruned model to win back what pruning cost; saves ``out/model``."""
     from edgekit.distill import distill
+    from edgekit.distill.teacher import load_teacher, teacher_compute
     from edgekit.models import count_parameters, load_model, load_tokenizer, save_model
 
-    teacher, tokenizer = load_model(teacher_path), load_tokenizer(teacher_path)
+    teacher, tokenizer = load_teacher(teacher_path), load_tokenizer(teacher_path)  # as in run_distill
     student = load_model(model_path)
     corpus = load_corpus(tokenizer, data)
     config = _distill_config(section.steps, section.lr, distill_section, seed, data)
-    result = distill(
-        teacher,
-        student,
-        corpus.train,
-        config,
-        heldout_ids=corpus.heldout,
-        workdir=scratch,
-        resume=resume,
-        progress=progress,
-    )
+    with teacher_compute(teacher):
+        result = distill(
+            teacher,
+            student,
+            corpus.train,
+            config,
+            heldout_ids=corpus.heldout,
+            workdir=scratch,
+            resume=resume,
+            progress=progress,
+        )
     save_model(result.student, tokenizer, out / MODEL_DIR)
     return {"parameters": count_parameters(result.student), "heldout": result.final}
 

@@ -25,7 +25,7 @@ def prune_model(
     pruned model has ``model``'s dtype unless ``dtype`` says otherwise (float32 for a model that
     will be trained). Memory: scoring keeps ``model`` in its own precision (fp32 compute one layer
     at a time, see ``importance``); surgery adds the pruned model in its dtype, and with
-    ``release_source`` frees ``model``'s layers as they are copied (``model`` is unusable after).
+    ``release_source`` frees ``model`` once copied (``model`` is unusable after).
     """
     from edgekit.arch import family_of
     from edgekit.errors import UnsupportedModelError

@@ -16,8 +16,8 @@ computes in float32 one unit at a time (``edgekit.lowmem.fp32_compute``), so the
 fp32 model's while the peak is the resident model + its largest unit in fp32 + one batch's
 activations. Activation scoring runs the decoder without the LM head (no [batch, seq, vocab]
 logits). Taylor needs gradients, which ``fp32_compute`` cannot give: it upcasts the whole model
-to float32 for the pass (weights + gradients: 8 bytes/parameter) and puts the original dtype back
-afterwards (exact: bf16 → fp32 → bf16 is lossless).
+to float32 for the pass (``lowmem.fp32_everywhere``; weights + gradients: 8 bytes/parameter) and
+puts the original tensors back afterwards.
 """
 
 from __future__ import annotations
@@ -136,14 +136,10 @@ def taylor_scores(model, calibration: torch.Tensor, batch: int = 4) -> Scores:
 
     A low-precision model is upcast to float32 for the pass and restored afterwards (exactly).
     """
-    dtype = family_of(model.config).embed(model).weight.dtype
-    if dtype == torch.float32:
+    from edgekit.lowmem import fp32_everywhere
+
+    with fp32_everywhere(model):
         return _taylor(model, calibration, batch)
-    model.float()
-    try:
-        return _taylor(model, calibration, batch)
-    finally:
-        model.to(dtype)
 
 
 def _taylor(model, calibration: torch.Tensor, batch: int) -> Scores:

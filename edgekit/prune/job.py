@@ -176,11 +176,13 @@ def prune_folder(
 
     Memory (no recovery): the model is loaded in its checkpoint precision (``lowmem.load_resident``:
     bf16 stays bf16) and scored in fp32 compute one layer at a time; surgery writes the pruned model
-    in the same dtype while freeing the source layer by layer (``release_source``, default: when
-    this function loaded the model). Peak ≈ 1× the checkpoint size + the largest layer in fp32 + one
-    batch's activations (measured in docs/pruning.md). The file is saved in the source dtype unless
+    in the same dtype, then frees the source (``release_source``, default: when this function loaded
+    the model). Peak ≈ source + pruned model in the source dtype, or source + its largest unit (the
+    embedding/LM head) in fp32 + one row's logits while scoring, whichever is larger (measured in
+    docs/pruning.md). The file is saved in the source dtype unless
     ``save_dtype`` (float32 | bfloat16 | float16) asks otherwise. With recovery the pruned model is
-    trained, so it is cut to float32 and a frozen copy of the source teaches it (see distillation).
+    trained, so it is cut to float32 (and saved so) and a frozen copy of the source teaches it with
+    fp32 arithmetic (``distill.teacher``).
     """
     from edgekit.fileio import write_json_atomic
     from edgekit.lowmem import load_resident

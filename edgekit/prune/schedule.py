@@ -103,8 +103,12 @@ def distill_recovery(
     calls = [0]
 
     def recover(model):
+        from edgekit.distill.teacher import teacher_compute
+
         round_config = replace(config, seed=config.seed + calls[0])
         calls[0] += 1
-        return distill(teacher, model, train_ids, round_config, heldout_ids=heldout_ids, progress=False).student.eval()
+        with teacher_compute(teacher):  # a bf16-resident teacher computes in fp32 (exact); no-op for fp32
+            result = distill(teacher, model, train_ids, round_config, heldout_ids=heldout_ids, progress=False)
+        return result.student.eval()
 
     return recover

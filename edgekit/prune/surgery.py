@@ -13,10 +13,13 @@ fused projections are split and which axis each index runs along all come from t
 
 Memory: the new model is built in the source's dtype (bf16 stays bf16: 2 bytes/parameter, not a
 second fp32 copy), without random initialisation, and filled tensor by tensor (one slice of one
-tensor is the only temporary). Peak = source + pruned model; with ``release_source=True`` each
-source layer is freed once copied, so the peak drops to about one source-sized model plus one
-layer. Rescaled tensors (norms, Gemma's embedding scale) are computed in fp32 and rounded once,
-so a bf16 source gives bitwise the fp32 path's result rounded to bf16.
+tensor is the only temporary). The new model's parameters start on the meta device and get memory
+one layer at a time, just before that layer is written (NaN-filled, which keeps the "every
+parameter written" check); with ``release_source=True`` each source layer is freed once copied, so
+the allocator reuses its memory and the peak stays near one model plus one layer. Without it,
+peak = source + pruned model. Rescaled tensors (norms, Gemma's
+embedding scale) are computed in fp32 and rounded once, so a bf16 source gives bitwise the fp32
+path's result rounded to bf16.
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ def _copy_layer(family, src, dst, config, new_config, index: dict[str, torch.Ten
 
 def _assert_all_written(new) -> None:
     """Every parameter of the new model was filled with NaN first; any NaN left was never written."""
-    missing = [name for name, p in new.named_parameters() if torch.isnan(p).any()]
+    missing = [name for name, p in new.named_parameters() if any(c.isnan().any() for c in p.split(4096))]
     if missing:
         raise UnsupportedModelError(
             f"surgery left {len(missing)} parameter(s) unwritten ({', '.join(missing[:3])}): the family "
@@ -139,24 +142,50 @@ def _assert_all_written(new) -> None:
         )
 
 
-def _release(module: torch.nn.Module) -> None:
-    """Drop a source module's weights (their storage is freed once nothing else holds them)."""
-    for p in module.parameters():
-        p.data = torch.empty(0, dtype=p.dtype)
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Parameters registered inside the block live on the meta device (no memory); buffers stay real,
+    so the rotary frequencies and scales a model computes from its config are what a normal build has."""
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        if param is not None and not param.is_meta:
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
 
 
 def _empty_model(config, dtype: torch.dtype):
-    """A model of ``config`` in ``dtype`` whose weights are allocated but not randomly initialised."""
+    """A model of ``config`` in ``dtype`` whose parameters are on the meta device (see ``_materialize``)."""
     from transformers import AutoModelForCausalLM
 
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # pragma: no cover - older transformers: initialise (slower, same result)
         no_init_weights = contextlib.nullcontext
-    with no_init_weights():
+    with no_init_weights(), _parameters_on_meta():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.tie_weights()  # skipped with the initialisation; an untied head would stay NaN (and be caught)
     return model
+
+
+def _materialize(module: torch.nn.Module, made: dict[int, torch.nn.Parameter]) -> None:
+    """Give ``module``'s meta parameters real NaN-filled memory, allocated now (so it can reuse what
+    the source just freed). ``made`` maps a meta parameter to its real one, which keeps tied weights
+    tied; NaN is what ``_assert_all_written`` looks for."""
+    for sub in module.modules():
+        for name, param in sub._parameters.items():
+            if param is None or not param.is_meta:
+                continue
+            if id(param) not in made:
+                real = torch.full(param.shape, float("nan"), dtype=param.dtype)
+                made[id(param)] = torch.nn.Parameter(real, requires_grad=param.requires_grad)
+            sub._parameters[name] = made[id(param)]
 
 
 @torch.no_grad()
@@ -164,8 +193,8 @@ def apply_keep(model, keep: Keep, *, dtype: torch.dtype | None = None, release_s
     """The pruned model (eval mode) in ``dtype`` (default: ``model``'s own); ``model`` is left untouched.
 
     ``dtype=torch.float32`` for a model that will be trained (students, recovery).
-    ``release_source``: free each source layer (then the embeddings) once copied, for callers that
-    no longer need ``model`` (it is unusable afterwards). Refuses families outside the edgekit.arch
+    ``release_source``: free ``model``'s tensors once copied, for callers that no longer need it
+    (it is unusable afterwards). Refuses families outside the edgekit.arch
     registry, and checks that every parameter of the new model was written from the old one.
     """
     config = model.config
@@ -173,12 +202,14 @@ def apply_keep(model, keep: Keep, *, dtype: torch.dtype | None = None, release_s
     check_keep(config, keep)
     new_config = pruned_config(config, keep)
     new = _empty_model(new_config, dtype or family.embed(model).weight.dtype)
-    for p in new.parameters():
-        p.fill_(float("nan"))
+    made: dict[int, torch.nn.Parameter] = {}  # meta parameter -> its real, NaN-filled memory
     h = keep.hidden
     hidden_scale = math.sqrt(config.hidden_size / len(h))  # see the module docstring
     heads = keep.heads or [None] * len(keep.layers)
     old_layers, new_layers = family.layers(model), family.layers(new)
+    release = _releaser(release_source)
+    for i in set(range(len(old_layers))) - set(keep.layers):
+        release(old_layers[i])
     hd = head_dim(config)
     for j, (i, ffn, groups, in_group) in enumerate(zip(keep.layers, keep.ffn, keep.groups, heads, strict=True)):
         q = _rows(query_heads(groups, group_size(config), in_group), hd)
@@ -190,28 +221,38 @@ def apply_keep(model, keep: Keep, *, dtype: torch.dtype | None = None, release_s
             KV: math.sqrt(kv_rows(config) / len(kv)),
             HEAD_DIM: 1.0,
         }
+        _materialize(new_layers[j], made)
         _copy_layer(family, old_layers[i], new_layers[j], config, new_config, index, scales)
-    if release_source:
-        for layer in old_layers:
-            _release(layer)
+        release(old_layers[i])
+    _materialize(new, made)  # everything outside the layers
     _copy_ends(family, model, new, config, new_config, h, hidden_scale)
-    if release_source:
-        _release(model)
+    release(model)
     _assert_all_written(new)
     new.generation_config = copy.deepcopy(model.generation_config)
     return new.eval()
 
 
+def _releaser(enabled: bool):
+    """``edgekit.lowmem.release`` when the source may be freed as it is copied, else a no-op."""
+    if not enabled:
+        return lambda module: None
+    from edgekit.lowmem import release
+
+    return release
+
+
 def _copy_ends(family, model, new, config, new_config, h: torch.Tensor, hidden_scale: float) -> None:
     """Embeddings, LM head and final norm: kept hidden columns, rescaled in fp32 where a scale applies."""
-    embed = family.embed(model).weight.index_select(1, h)
+    weight = family.embed(model).weight
+    embed = weight if len(h) == weight.shape[1] else weight.index_select(1, h)  # no copy when width is kept
     if not config.tie_word_embeddings:  # keep the input scale (Gemma: sqrt(hidden)) where the table is free
         ratio = family.embedding_scale(config) / family.embedding_scale(new_config)
         if ratio != 1.0:
             embed = embed.float() * ratio
-        family.lm_head(new).weight.copy_(family.lm_head(model).weight.index_select(1, h))
+        head = family.lm_head(model).weight
+        family.lm_head(new).weight.copy_(head if len(h) == head.shape[1] else head.index_select(1, h))
     family.embed(new).weight.copy_(embed)
-    del embed
+    del embed, weight
     norm = family.final_norm(model).weight[h].float()
     family.final_norm(new).weight.copy_(_norm(norm, hidden_scale, family.norm_offset))
 
