@@ -63,6 +63,9 @@ def _edgekit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
     )
 
 
+RESOURCE_KEYS = {"stage", "memory_bytes", "disk_bytes", "memory_terms", "disk_terms", "optional"}
+
+
 def _model_dir(tmp_path: Path, config: dict) -> Path:
     folder = tmp_path / "model"
     folder.mkdir()
@@ -90,7 +93,10 @@ def test_plan_json_keys_are_the_documented_schema_when_pruning_is_advised(tmp_pa
         "basis",
         "options",
         "levels",
+        "resources",
     }
+    assert {e["stage"] for e in data["resources"]} >= {"distill step", "prune", "export: write", "verify Q4_K_M"}
+    assert all(set(e) == RESOURCE_KEYS for e in data["resources"])
     assert data["schema_version"] == 1 and data["choice"] == "prune" and data["basis"] == "predicted"
     assert [lv["level"] for lv in data["levels"]] == ["Q4_K_M", "Q5_K_M", "Q8_0"]
     assert all(set(lv) == LEVEL_KEYS for lv in data["levels"])

@@ -112,3 +112,14 @@ def kv_cache_bytes(family: Family, config: Any, context: int) -> int:
 def decode_bytes_per_token(family: Family, config: Any, bits_per_weight: float, context: int) -> float:
     """Bytes one decode step reads: the weights it uses at ``bits_per_weight`` plus the KV cache."""
     return params_read_per_token(family, config) * bits_per_weight / 8 + kv_cache_bytes(family, config, context)
+
+
+def layer_params(family: Family, config: Any) -> int:
+    """Parameters of one decoder layer (the largest, when layers differ: they do not in any family here)."""
+    return sum(math.prod(s) for s in layer_shapes(family, config).values())
+
+
+def largest_tensor_params(family: Family, config: Any) -> int:
+    """Elements of the largest single tensor (the embedding table in every family here): what a
+    writer that converts one tensor at a time holds at once."""
+    return max(math.prod(s) for s in tensor_shapes(family, config).values())

@@ -31,6 +31,7 @@ def build(
         False, "--explain", help="Say for each stage whether it would run or be reused, and why; run nothing."
     ),
     quiet: bool = opt.quiet_option(),
+    ignore_resources: bool = opt.ignore_resources_option(),
     revision: str = opt.revision_option(),
     cache_dir: Path = opt.cache_dir_option(),
     trust_remote_code: bool = opt.trust_remote_code_option(),
@@ -70,6 +71,7 @@ def build(
         resume=resume,
         progress=not quiet,
         load=load,
+        ignore_resources=ignore_resources,
     )
     for stage in result.stages:
         state = "cached" if stage.skipped else f"{stage.seconds:.1f} s"

@@ -82,6 +82,7 @@ def distill(
     device: str = opt.device_option("auto", "bf16 autocast on CUDA."),
     seed: int = opt.seed_option(0, "Data order, sampling and the derived student."),
     quiet: bool = opt.quiet_option(),
+    ignore_resources: bool = opt.ignore_resources_option(),
     revision: str = opt.revision_option(),
     cache_dir: Path = opt.cache_dir_option(),
     trust_remote_code: bool = opt.trust_remote_code_option(),
@@ -166,6 +167,7 @@ def distill(
     )  # fmt: skip
     load = opt.load_options(revision, cache_dir, trust_remote_code, "float32" if dtype == "auto" else dtype)
     with using([teacher, *(add_teacher or [])], load):
+        _check_resources(teacher, student, layers, batch_size, seq_len, out, ignore_resources)
         summary = run_job(
             teacher, out, config, student=student, layers=layers, data=data, max_rows=max_rows,
             topk_cache=topk_cache, topk=topk, seq_kd=seq_kd, seq_kd_prompts=seq_kd_prompts,
@@ -173,6 +175,26 @@ def distill(
             teacher_weights=weights, teacher_weighting=teacher_weighting, teacher_dtype=dtype,
         )  # fmt: skip
     _print_summary(summary, out)
+
+
+def _check_resources(teacher: str, student: str | None, layers: int | None, batch: int, seq: int, out: Path,
+                     ignore: bool) -> None:  # fmt: skip
+    """Refuse before loading the teacher if this machine cannot hold a training step (``edgekit.resources``)."""
+    import copy
+
+    from edgekit import resources
+    from edgekit.pipeline.preflight import teacher_config
+    from edgekit.pipeline.preflight_resources import check_command
+
+    t_config = teacher_config(teacher, False)
+    if student:
+        from edgekit.models import load_config
+
+        s_config = load_config(student)
+    else:  # the student load_student derives: every k-th layer, half the depth by default
+        s_config = copy.deepcopy(t_config)
+        s_config.num_hidden_layers = layers or max(1, t_config.num_hidden_layers // 2)
+    check_command("distill", [resources.distill_step(t_config, s_config, batch, seq)], out, ignore)
 
 
 def _weights(text: str | None, teachers: int, problems: list) -> list[float] | None:

@@ -64,6 +64,7 @@ def export(
         help="ONNX int4/int8 compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 activations. Default: the target's, else the builder's.",
     ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Verify every file against PyTorch after export."),
+    ignore_resources: bool = opt.ignore_resources_option(),
     revision: str = opt.revision_option(),
     cache_dir: Path = opt.cache_dir_option(),
     trust_remote_code: bool = opt.trust_remote_code_option(),
@@ -87,6 +88,9 @@ def export(
     with using([model], load):
         ref = resolve_teacher(model, trust_remote_code)
     with using([model, ref.path], load):
+        # before any work: refuse with the numbers, or leave out the allocation, to fit this machine
+        allocate = _check_resources(ref.path, fmt, quant, profile, imatrix, allocate, bpw, verify, out,
+                                    ignore_resources)  # fmt: skip
         onnx = (onnx_route, _onnx_options(profile, onnx_provider, int4_algo, block_size, accuracy_level))
         _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, onnx, verify, allocate, bpw)
 
@@ -96,8 +100,7 @@ def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, onnx
     model = Path(ref.path)
     targets = _bits_per_weight(bpw) if bpw else []
     _check_allocate(allocate, targets, fmt)
-    levels = _split(quant) if quant else (profile.ladder(fmt) if profile else [])
-    levels = levels or ([] if targets else ["F16"] if fmt == "gguf" else ["fp32"])
+    levels = _levels(fmt, quant, profile, targets)
     if fmt == "gguf":
         from edgekit.export.gguf import export_gguf
 
@@ -129,6 +132,42 @@ def _export(ref, fmt, quant, out, profile, imatrix, calibration, overrides, onnx
     if verify:
         tokens = profile.verify.heldout_tokens if profile else 1024
         _verify_all(paths, model, profile, levels, tokens)
+
+
+def _levels(fmt: str, quant: str | None, profile, targets: list[float]) -> list[str]:
+    """The levels to export: --quant, else the target's ladder, else F16 (GGUF) / fp32 (ONNX)."""
+    levels = _split(quant) if quant else (profile.ladder(fmt) if profile else [])
+    return levels or ([] if targets else ["F16"] if fmt == "gguf" else ["fp32"])
+
+
+def _check_resources(model, fmt, quant, profile, imatrix, allocate, bpw, verify, out, ignore) -> str:
+    """Estimate every phase's memory and disk (``edgekit.resources``) against this machine; refuse with
+    the numbers, or return ``none`` for ``allocate`` when only the sensitivity allocation does not fit."""
+    from dataclasses import replace
+
+    from edgekit import resources
+    from edgekit.models import load_config
+    from edgekit.pipeline.preflight_resources import check, this_machine
+
+    config = load_config(model)
+    levels = _levels(fmt, quant, profile, _bits_per_weight(bpw) if bpw else [])
+    tokens = (profile.verify.heldout_tokens if profile else 1024) if verify else None
+    if fmt == "gguf":
+        no_imatrix = imatrix == "none" or (profile and not profile.export.imatrix)
+        plan = resources.gguf_export(
+            config, levels, imatrix_used=not no_imatrix, allocate=allocate, verify_tokens=tokens,
+        )  # fmt: skip
+        if bpw:  # bits-per-weight files are made by the allocation: it cannot be left out
+            plan.phases[:] = [replace(e, optional=False) for e in plan.phases]
+    else:
+        plan = resources.onnx_export_all(config, levels)
+        if tokens:
+            plan.phases.append(resources.verify_reference(config, tokens))
+    decision = check("export", plan.phases, this_machine(Path(out)), disk_bytes=plan.disk_bytes, out=out,
+                     ignore=ignore)  # fmt: skip
+    for note in decision.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    return "none" if any(s.endswith("allocation") for s in decision.left_out) else allocate
 
 
 def _onnx_options(profile, provider: str | None, algo: str | None, block_size: int | None, accuracy: int | None):

@@ -46,6 +46,7 @@ VOCABULARY: dict[str, str] = {
     "--top-k": "Sample among the K likeliest tokens (0 disables).",
     "--backend": "Runtime: auto, llama.cpp, onnxruntime or torch.",
     "--no-verify-hash": "Skip checking a bundle's files against the sha256 in its manifest.",
+    "--ignore-resources": "Run even when preflight estimates that this machine's memory or disk cannot hold a stage.",
 }
 
 # Command -> {old spelling: the tokens that replace it}. Kept for one release (until edgekit 0.2).
@@ -167,6 +168,10 @@ def topk_option(detail: str = "") -> Any:
 
 def seq_kd_option(detail: str = "") -> Any:
     return typer.Option(False, "--seq-kd", help=_help("--seq-kd", detail))
+
+
+def ignore_resources_option() -> Any:
+    return typer.Option(False, "--ignore-resources", help=_help("--ignore-resources"))
 
 
 # The Hugging Face loading options, on every command that loads a model the user names.

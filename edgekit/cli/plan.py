@@ -110,6 +110,7 @@ def plan(
     )
     if write_student:
         _write_student(config, advice, write_student)
+    stages = _resource_estimates(config, profile)
     if as_json:
         meta = {
             "schema_version": JSON_SCHEMA_VERSION,
@@ -119,11 +120,49 @@ def plan(
             "quality_budget": quality_budget,
             "compute_budget_gpu_hours": compute_budget,
         }
-        typer.echo(json.dumps({**meta, **advice.to_dict()}, indent=2))
+        resources = {"resources": [e.to_dict() for e in stages]}
+        typer.echo(json.dumps({**meta, **advice.to_dict(), **resources}, indent=2))
         return
     _print(profile, model, advice, context or profile.budget.context_length)
+    _print_resources(stages)
     if write_student:
         console.print(f"student config written to {write_student}/config.json")
+
+
+def _resource_estimates(config, profile) -> list:
+    """Peak memory and disk of each stage on this model (``edgekit.resources``), the export's phases in full."""
+    import copy
+
+    from edgekit import resources
+
+    student = copy.deepcopy(config)
+    student.num_hidden_layers = max(1, config.num_hidden_layers // 2)  # edgekit distill's default student
+    context = profile.budget.context_length
+    stages = [resources.distill_step(config, student), resources.prune(config)]
+    if levels := profile.ladder("gguf"):
+        stages += resources.gguf_export(config, levels, imatrix_used=profile.export.imatrix, context=context).phases
+    if levels := profile.ladder("onnx"):
+        stages += resources.onnx_export_all(config, levels).phases
+    return stages + [resources.bench(config, q, context) for fmt in ("gguf", "onnx") for q in profile.ladder(fmt)]
+
+
+def _print_resources(stages) -> None:
+    """What each stage needs on the machine that runs it, and what this machine has now."""
+    from edgekit.pipeline.preflight_resources import this_machine
+
+    machine = this_machine(Path("."))
+    table = Table(title="memory and disk each stage needs on the build machine", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("stage", "peak memory", "disk", "largest term"):
+        table.add_column(col, justify="right" if col in ("peak memory", "disk") else "left")
+    for e in stages:
+        top = max(e.memory, key=lambda t: t.bytes)
+        table.add_row(e.stage, _size(e.memory_bytes), _size(e.disk_bytes) if e.disk else "-", top.what.split(" (")[0])
+    console.print(table)
+    if machine.memory_available is not None:
+        console.print(
+            Padding(Text(f"this machine: {_size(machine.memory_available)} memory available ({machine.memory_source}), "
+                         f"{_size(machine.disk_free or 0)} free disk here"), (0, 0, 1, 1))
+        )  # fmt: skip
 
 
 def _write_student(config, advice, folder: Path) -> None:

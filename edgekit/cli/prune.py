@@ -67,6 +67,7 @@ def prune(
         False, "--analyze", help="Print per-layer/head/channel scores; save a plot and every score as JSON."
     ),
     plot: Path = typer.Option(None, "--plot", help="Where --analyze saves its PNG (default: OUT/importance.png)."),
+    ignore_resources: bool = opt.ignore_resources_option(),
     revision: str = opt.revision_option(),
     cache_dir: Path = opt.cache_dir_option(),
     trust_remote_code: bool = opt.trust_remote_code_option(),
@@ -116,8 +117,18 @@ def prune(
     with using([model], load):
         source = _source(model)
     with using([model, source], load):
+        _check_resources(source, out, ignore_resources)
         _prune(source, out, analyze, importance, calibration, calibration_sequences, plot, cutting, ratios, layers,
                round_to, level, budget, recover_steps, iterations, sparsity, two_four, gguf_check, save_dtype)  # fmt: skip
+
+
+def _check_resources(source: str, out: Path | None, ignore: bool) -> None:
+    """Refuse before loading anything if this machine cannot hold pruning (``edgekit.resources``)."""
+    from edgekit import resources
+    from edgekit.models import load_config
+    from edgekit.pipeline.preflight_resources import check_command
+
+    check_command("prune", [resources.prune(load_config(source))], out, ignore)
 
 
 def _prune(source, out, analyze, importance, calibration, calibration_sequences, plot, cutting, ratios, layers,

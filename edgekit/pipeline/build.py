@@ -47,6 +47,7 @@ def build(
     progress: bool = True,
     console: Console | None = None,
     load: LoadOptions | None = None,
+    ignore_resources: bool = False,
 ) -> BuildResult:
     """Run the whole pipeline for ``target`` and return the bundle it wrote.
 
@@ -56,8 +57,11 @@ def build(
     """
     console = console or get_console()  # the stages' own bars nest in this display only if they share it
     checked = preflight.run(
-        target, teacher=teacher, config_path=config_path, overrides=overrides, out=out, workdir=workdir, load=load
-    )
+        target, teacher=teacher, config_path=config_path, overrides=overrides, out=out, workdir=workdir, load=load,
+        ignore_resources=ignore_resources,
+    )  # fmt: skip
+    for note in checked.resource_notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     profile, config, source, plan, round_to = (
         checked.profile, checked.config, checked.source, checked.plan, checked.round_to
     )  # fmt: skip

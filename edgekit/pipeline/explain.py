@@ -41,7 +41,7 @@ def explain_build(
     checked = preflight.run(
         target, teacher=teacher, config_path=config_path, overrides=overrides, out=out, workdir=workdir, load=load
     )
-    lines = ["preflight: passed (profile, config, stage values, backends, fit, disk)"]
+    lines = ["preflight: passed (profile, config, stage values, backends, fit, disk, memory)"]
     if checked.source == "demo" and not _demo_trained():
         return [*lines, "teacher: the demo teacher is not trained yet: it is trained first (minutes)"] + [
             f"{name:8} run: nothing is cached before the teacher exists" for name in STAGES

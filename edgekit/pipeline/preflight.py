@@ -165,6 +165,7 @@ class Checked:
     teacher_config: Any
     student_config: Any
     load: LoadOptions
+    resource_notes: tuple[str, ...] = ()  # what the resource check decided (a stage left out, a warning)
 
 
 def _origin(key: str, config_path: str | Path | None, overrides: Sequence[str]) -> str:
@@ -286,6 +287,8 @@ def run(
     out: str | Path = "export",
     workdir: str | Path | None = None,
     load: LoadOptions | None = None,
+    ignore_resources: bool = False,
+    machine: Any = None,
 ) -> Checked:
     """Every check, cheapest first; raises (ConfigError with every problem at once) or returns ``Checked``."""
     from edgekit.pipeline.stages import export_plan
@@ -313,5 +316,19 @@ def run(
 
         get_console().print(f"[yellow]warning:[/] {warning}", highlight=False)
     n_levels = sum(len(v) for v in plan.values())
-    check_disk(Path(workdir) if workdir else Path(out), parameter_estimate(t_config), n_levels)
-    return Checked(profile, config, source, plan, round_to, t_config, student, load)
+    folder = Path(workdir) if workdir else Path(out)
+    check_disk(folder, parameter_estimate(t_config), n_levels)
+    config, notes = check_resources(t_config, student, config, plan, profile, folder, machine, ignore_resources)
+    return Checked(profile, config, source, plan, round_to, t_config, student, load, notes)
+
+
+def check_resources(teacher, student, config: BuildConfig, plan, profile, folder: Path, machine, ignore: bool):
+    """Each stage's estimated memory and disk against ``machine`` (default: this one, measured now):
+    raises ResourceError with the numbers, or returns the config with the allocation left out."""
+    from edgekit.pipeline.preflight_resources import build_estimates, check, this_machine
+
+    estimates = build_estimates(teacher, student, config, plan, profile)
+    decision = check("build", estimates, machine or this_machine(folder), out=folder, ignore=ignore)
+    if any(stage.endswith("allocation") for stage in decision.left_out):
+        config = config.model_copy(update={"export": config.export.model_copy(update={"allocate": "none"})})
+    return config, decision.notes
