@@ -121,6 +121,22 @@ def _copy_layer(family, src, dst, config, new_config, index: dict[str, torch.Ten
         _view(dst_param, dst_rows).copy_(data)
 
 
+def _rescale_qk(family, layer, config, hidden_scale: float, scales) -> None:
+    """Undo the eps change for q/k norms: HF has one ``rms_norm_eps``, scaled by d_old / d_new for the
+    hidden-width norms, but q/k norms average over head_dim or the projection rows. RMSNorm ignores
+    its input's scale except through eps, so q and k scaled by alpha see eps' / alpha^2: alpha^2 =
+    (d_old / d_new) × (kept / old norm width) restores eps exactly (measured on OLMo 2: logits moved
+    6e-3 by a width prune of zero channels without this, 2e-6 with it)."""
+    for name, kind in (("q", Q), ("k", KV)):
+        alpha = hidden_scale / (scales[kind] if family.qk_norm == "full" else 1.0)
+        if alpha == 1.0:
+            continue
+        weight, rows, bias = family.projection(layer, name, config)
+        _view(weight, rows).mul_(alpha)
+        if bias is not None:
+            _view(bias, rows).mul_(alpha)
+
+
 def _assert_all_written(new) -> None:
     """Every parameter of the new model was filled with NaN first; any NaN left was never written."""
     missing = [name for name, p in new.named_parameters() if torch.isnan(p).any()]
@@ -149,12 +165,15 @@ def apply_keep(model, keep: Keep):
         p.fill_(float("nan"))
     h = keep.hidden
     hidden_scale = math.sqrt(config.hidden_size / len(h))  # see the module docstring
-    embed = family.embed(model).weight[:, h]
-    if not config.tie_word_embeddings:  # keep the input scale (Gemma: sqrt(hidden)) where the table is free
-        embed = embed * (family.embedding_scale(config) / family.embedding_scale(new_config))
+    # Inputs keep their scale: Gemma multiplies embeddings by sqrt(hidden), so the kept columns grow
+    # by c = sqrt(h / h'). A tied lm_head shares that table and would grow by c too; the final norm's
+    # gain takes c back (for Gemma it cancels the width correction: the gain stays 1 + w).
+    c = family.embedding_scale(config) / family.embedding_scale(new_config)
+    family.embed(new).weight.copy_(family.embed(model).weight[:, h] * c)
+    final_gain = hidden_scale / c if config.tie_word_embeddings else hidden_scale
+    if not config.tie_word_embeddings:
         family.lm_head(new).weight.copy_(family.lm_head(model).weight[:, h])
-    family.embed(new).weight.copy_(embed)
-    family.final_norm(new).weight.copy_(_norm(family.final_norm(model).weight[h], hidden_scale, family.norm_offset))
+    family.final_norm(new).weight.copy_(_norm(family.final_norm(model).weight[h], final_gain, family.norm_offset))
     heads = keep.heads or [None] * len(keep.layers)
     old_layers, new_layers = family.layers(model), family.layers(new)
     hd = head_dim(config)
@@ -169,6 +188,8 @@ def apply_keep(model, keep: Keep):
             HEAD_DIM: 1.0,
         }
         _copy_layer(family, old_layers[i], new_layers[j], config, new_config, index, scales)
+        if family.qk_norm != "none":
+            _rescale_qk(family, new_layers[j], new_config, hidden_scale, scales)
     _assert_all_written(new)
     new.generation_config = copy.deepcopy(model.generation_config)
     return new.eval()
