@@ -33,8 +33,7 @@ STEPS = 60  # AdamW steps at lr 3e-3, 8 × 64 tokens each (the tests' trained fi
 
 def trained_tiny(model_type: str, tokenizer, folder: Path, steps: int = STEPS) -> Path:
     """A tiny model of ``model_type`` after ``steps`` next-token steps on the built-in corpus."""
-    from edgekit.data import builtin_documents, pack, split_documents, tokenize_documents
-    from edgekit.models import TinySpec, save_model, tiny_model
+    from edgekit.models import TinySpec, peak_tiny_model, save_model, tiny_model
 
     extra = 64 if model_type == "qwen2" else 0  # transformers 5 reloads it as Qwen2Tokenizer (+1 token)
     spec = TinySpec(arch=model_type, vocab_size=len(tokenizer) + extra, tie_word_embeddings=model_type in TIED, **SHAPE)
@@ -42,16 +41,7 @@ def trained_tiny(model_type: str, tokenizer, folder: Path, steps: int = STEPS) -
     model.config.bos_token_id, model.config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     if steps:
-        train, _ = split_documents(builtin_documents()[:600])
-        rows = pack(tokenize_documents(tokenizer, train), 64, 256)
-        torch.manual_seed(0)
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        model.train()
-        for step in range(steps):
-            batch = rows[(step * 8) % (len(rows) - 8) :][:8]
-            model(input_ids=batch, labels=batch).loss.backward()
-            opt.step()
-            opt.zero_grad()
+        peak_tiny_model(model, tokenizer, steps)
     return save_model(model.eval(), tokenizer, folder)
 
 
