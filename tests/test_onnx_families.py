@@ -104,3 +104,27 @@ def _forced_mean_kl(source, package) -> float:
     with torch.no_grad():
         ref = load_model(source)(input_ids=torch.tensor([ids])).logits[0].numpy()
     return compare_logits(ref[:-1], got[:-1], np.asarray(ids[1:])).mean_kl
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_pruned_model_exports_to_onnx_and_verifies(make_tiny_hf, tmp_path, model_type):
+    """A real prune (half the FFN, half the query heads, half the hidden width: head_dim no longer
+    hidden / heads), then an fp32 package, then the verify gate."""
+    if model_type in ONNX_REFUSED:
+        pytest.skip(f"refused before export: {ONNX_REFUSED[model_type]}")
+    from edgekit.export.onnx import export_onnx
+    from edgekit.export.verify import verify_artifact
+    from edgekit.models import load_model, load_tokenizer, save_model
+    from edgekit.prune import PrunePlan, prune_model
+
+    source = make_tiny_hf(model_type, **SHAPE)
+    model, tok = load_model(source), load_tokenizer(source)
+    ids = torch.randint(0, model.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
+    plan = PrunePlan(ffn=0.5, query_heads=0.5, hidden=0.5, round_to=1)
+    pruned, _ = prune_model(model, plan, ids, check_gguf=False)
+    assert pruned.config.hidden_size == 128
+    folder = save_model(pruned, tok, tmp_path / "pruned")
+    (package,) = export_onnx(folder, tmp_path / "out", ["fp32"], progress=False)
+    report = verify_artifact(package, folder, level="fp32", max_tokens=256)
+    assert report.mean_kl <= 1e-5 and report.top1 >= report.min_top1, report.table()
