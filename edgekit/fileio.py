@@ -161,12 +161,32 @@ def remove_stale_temporaries(final: str | Path) -> int:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def is_disk_full(exc: OSError, where: str | Path | None = None) -> bool:
+    """Whether ``exc`` means the disk (or quota) holding ``where`` is full.
+
+    Most writes say so with ENOSPC; numpy's ``tofile`` (gguf-py's tensor writer) raises a bare
+    "N requested and M written" instead, so a short write to a filesystem left with under 1 MiB
+    free counts too.
+    """
+    if exc.errno in DISK_FULL:
+        return True
+    if exc.errno is not None or where is None:
+        return False
+    folder = Path(where)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
+
+
 def _disk_error(exc: OSError, where: Path) -> Exception:
     """A full disk or quota as one ``ResourceError`` line naming the folder; other errors unchanged."""
-    if exc.errno in DISK_FULL:
+    if is_disk_full(exc, where.parent):
         from edgekit.errors import ResourceError
 
-        return ResourceError(f"{where}: no space left on the device while writing ({exc.strerror})")
+        return ResourceError(f"{where}: no space left on the device while writing ({exc.strerror or exc})")
     return exc
 
 

@@ -176,6 +176,10 @@ def test_second_build_skips_every_stage_and_bundle_lists_every_file(tiny_build, 
     assert [s["name"] for s in manifest["stages"]] == ["distill", "prune", "recover", "export", "verify", "bench"]
     assert all(s["seconds"] > 0 for s in manifest["stages"])
     assert all(a["bench"]["decode_tokens_per_s"] > 0 for a in manifest["artifacts"])
+    scored = {a["bench"]["heldout_tokens"] for a in manifest["artifacts"]} | {
+        r["heldout_tokens"] for r in manifest["lineage"]
+    }
+    assert len(scored) == 1, "stage models and shipped files are scored on the same held-out rows"
     assert ".work" not in (second.bundle / "report.md").read_text(), "the report names the model, not a work path"
     for sidecar in second.bundle.glob("gguf/*.gguf.json"):
         shipped = json.loads(sidecar.read_text())

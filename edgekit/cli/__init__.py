@@ -15,7 +15,7 @@ from rich.console import Console
 from typer.exceptions import TyperException
 
 from edgekit.errors import EdgekitError, ResourceError
-from edgekit.fileio import DISK_FULL
+from edgekit.fileio import is_disk_full
 
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
@@ -100,10 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]error:[/] {_usage_line(exc)}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except OSError as exc:  # a full disk can surface from any write, not only edgekit's own
-        if debug or exc.errno not in DISK_FULL:
+        if debug or not is_disk_full(exc, exc.filename):
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        err_console.print(f"[bold red]error:[/] {where}no space left on the device ({exc.strerror})", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] {where}no space left on the device ({exc.strerror or exc})", highlight=False
+        )
         raise SystemExit(ResourceError.exit_code) from None
     if isinstance(result, int) and not isinstance(result, bool) and result != 0:
         if result == EXIT_INTERRUPTED:

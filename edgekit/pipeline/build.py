@@ -202,6 +202,7 @@ def _run_stages(
         model_path=model_path,
         stage_models=stage_models,
         stage_seconds=seconds,
+        heldout_tokens=_bench_quality_tokens(config, profile),
     )
     bundle = write_bundle(
         out / profile.name / ref.name,
@@ -277,3 +278,12 @@ def _manifest(
         "bench": None if not bench else {"suite": bench["suite"], "host": bench["host"], "results": "results.json"},
         "recommended": recommendation,
     }
+
+
+def _bench_quality_tokens(config, profile) -> int | None:
+    """The held-out tokens the bench scored the shipped files on (None when it scored none)."""
+    if not config.bench.enabled:
+        return None
+    from edgekit.bench.suites import load_suite
+
+    return load_suite(config.bench.suite, profile).quality_tokens or None

@@ -152,6 +152,7 @@ def bench_summary(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "predicted_decode_tokens_per_s": r.get("predicted_decode_tokens_per_s"),
             "peak_rss_bytes": r.get("peak_rss_bytes"),
             "perplexity": quality.get("ppl"),
+            "heldout_tokens": quality.get("tokens"),
             "mean_kl_vs_fp": vs_fp.get("mean_kl"),
             "top1_vs_fp": vs_fp.get("top1"),
             "mean_kl_vs_teacher": vs_teacher.get("mean_kl"),

@@ -26,6 +26,13 @@ HOST_NOTE = (
 )
 
 
+PIPELINE_NOTE = (
+    "Perplexity on the built-in corpus's held-out text; KL(teacher ‖ model) in nats per token and top-1 "
+    "agreement on the same tokens; the teacher's own perplexity is the baseline. Export rows: the shipped "
+    "files, scored by the bench on the same held-out rows as the stage models."
+)
+
+
 def _setting(m: dict[str, Any]) -> str:
     p = m.get("target_profile") or {}
     hw, b = p.get("hardware", {}), p.get("budget", {})
@@ -173,9 +180,7 @@ def markdown(m: dict[str, Any], bundle: str = ".") -> str:
         lines += [note, ""]
     lines += ["## The pipeline", "", _md_table(s.STAGE_HEADERS, s.stage_rows(m)), ""]
     lines += [
-        "Perplexity on the built-in corpus's held-out text; KL(teacher ‖ model) in nats per token and top-1 "
-        "agreement on the same tokens; the teacher's own perplexity is the baseline. Export rows: the shipped "
-        "files, scored by the bench on its held-out tokens.",
+        PIPELINE_NOTE,
         "",
     ]
     lines += [f"_{n}_" for n in _missing(m)]
@@ -262,11 +267,7 @@ def html_page(m: dict[str, Any], bundle: str = ".") -> str:
             "</figcaption></figure>"
         )
     body += ["<h2>The pipeline</h2>", _html_table(s.STAGE_HEADERS, s.stage_rows(m))]
-    body.append(
-        "<p class=note>Perplexity on the built-in corpus's held-out text; KL(teacher ‖ model) in nats per token "
-        "and top-1 agreement on the same tokens; the teacher's own perplexity is the baseline. Export rows: "
-        "the shipped files, scored by the bench on its held-out tokens.</p>"
-    )
+    body.append(f"<p class=note>{esc(PIPELINE_NOTE)}</p>")
     for caption, image in plots[1:]:
         body.append(
             f"<figure><img alt='{esc(caption)}' src='data:image/png;base64,{image}'>"

@@ -26,16 +26,23 @@ def add_report_fields(
     model_path: Path,
     stage_models: list[tuple[str, Path]],
     stage_seconds: dict[str, float],
+    heldout_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """``manifest`` with ``target_profile``, ``lineage`` and every artifact's ``predicted`` on the target."""
+    """``manifest`` with ``target_profile``, ``lineage`` and every artifact's ``predicted`` on the target.
+
+    ``heldout_tokens``: the bench's quality tokens, so that the stage models are scored on the very
+    rows the shipped files were (one perplexity axis in the report); default the lineage's own count.
+    """
     from edgekit import predict
     from edgekit.models import load_config
-    from edgekit.pipeline.lineage import stage_rows
+    from edgekit.pipeline.lineage import HELDOUT_TOKENS, stage_rows
     from edgekit.plan import overhead_bytes
 
     config = load_config(model_path)
     manifest["target_profile"] = profile.model_dump(mode="json")
-    manifest["lineage"] = stage_rows(stage_models, stage_models[0][1], stage_seconds)
+    manifest["lineage"] = stage_rows(
+        stage_models, stage_models[0][1], stage_seconds, tokens=heldout_tokens or HELDOUT_TOKENS
+    )
     for a in manifest["artifacts"]:
         p = predict.artifact_prediction(export_dir / a["path"], profile, manifest["student"]["parameters"])
         p["memory_bytes"] = a["file_size_bytes"] + p["kv_bytes"] + overhead_bytes(config)
