@@ -24,7 +24,6 @@ FAMILIES = sorted(REGISTRY)
 # The one list of expected refusals: family -> words its reason must contain (each measured by
 # forcing the builder on the tiny model below; see docs/families.md).
 ONNX_REFUSED = {
-    "gemma3_text": "KeyError 'rope_type'",  # transformers 5 nests rope parameters per attention type
     "olmo2": "no exporter",  # Olmo2ForCausalLM is not in the builder's dispatch (NotImplementedError)
     "smollm3": "NoPE layers",  # the NoPE layer crashes the builder (KeyError 'position_ids')
 }

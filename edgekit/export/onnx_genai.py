@@ -9,7 +9,8 @@ stdout, and holds the whole fp32 model in memory while it writes; a child keeps 
 the caller and turns any crash into one ``StageError`` that quotes the builder's last line.
 
 Families the builder cannot export correctly are named by ``unsupported_reason`` so that preflight
-refuses them before any training.
+refuses them before any training. The builder runs through ``onnx_builder_child.py``, which gives
+its Gemma 3 exporter the flat RoPE config it reads (transformers 5 nests it per attention type).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from edgekit.errors import BackendUnavailable, ConfigError, InputError, Problem,
 from edgekit.fileio import atomic_path
 
 GENAI_CONFIG = "genai_config.json"
-BUILDER_MODULE = "onnxruntime_genai.models.builder"
+BUILDER_CHILD = Path(__file__).with_name("onnx_builder_child.py")  # the builder, Gemma 3's config made flat
 
 # Precisions the builder writes ("-p"): edgekit level -> builder precision.
 LEVELS = {
@@ -165,9 +166,6 @@ def unsupported_reason(config: Any) -> str | None:
     arch = archs[0] if archs else None
     if arch not in BUILDER_ARCHITECTURES:
         return f"onnxruntime-genai's model builder has no exporter for {arch or _get(config, 'model_type')!r}"
-    if arch.startswith("Gemma3"):
-        # transformers 5 nests Gemma 3's rope parameters per attention type; the builder reads them flat
-        return "Gemma 3: onnxruntime-genai 0.18's builder stops with KeyError 'rope_type' on transformers 5 configs"
     if arch == "SmolLM3ForCausalLM" and _nope_layers(config):
         # its SmolLM3 exporter turns RoPE from fused-in-attention to a separate op for NoPE layers
         # instead of off, and the separate op's position_ids input was already removed
@@ -217,7 +215,7 @@ def _source_config(model_dir: Path) -> Any:
 
 def _run_builder(model_dir: Path, out: Path, cache: Path, level: str, options: BuilderOptions, log: Path) -> None:
     """One builder run into ``out``; its output goes to ``log``, its last line into the error."""
-    command = [sys.executable, "-m", BUILDER_MODULE, "-i", str(model_dir), "-o", str(out)]
+    command = [sys.executable, str(BUILDER_CHILD), "-i", str(model_dir), "-o", str(out)]
     command += ["-p", LEVELS[level], "-e", PROVIDERS[options.provider], "-c", str(cache)]
     command += ["--extra_options", *options.extra_options(level)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
