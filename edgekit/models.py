@@ -250,3 +250,28 @@ def _randomise_small_tensors(model) -> None:
         for param in model.parameters():
             if param.ndim == 1:
                 param.add_(torch.randn_like(param) * 0.05)
+
+
+def peak_tiny_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, steps: int = 60) -> PreTrainedModel:
+    """``model`` after ``steps`` AdamW steps (lr 3e-3, 8 × 64 tokens) on the built-in corpus, in place.
+
+    A random tiny model's next-token distributions are nearly flat, so whether a quantized copy
+    keeps its top-1 is decided by near-ties; a few seconds of training make them peaked like a real
+    model's, and quality thresholds mean something (measured: Q8_0 of a random tiny Llama reaches
+    91 % top-1, of the trained one 99 %).
+    """
+    import torch
+
+    from edgekit.data import builtin_documents, pack, split_documents, tokenize_documents
+
+    train, _ = split_documents(builtin_documents()[:600])
+    rows = pack(tokenize_documents(tokenizer, train), 64, 256)
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        batch = rows[(step * 8) % (len(rows) - 8) :][:8]
+        model(input_ids=batch, labels=batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return model.eval()

@@ -32,6 +32,33 @@ def test_identity_prune_leaves_logits_unchanged(model_type, tied):
         assert pruned.get_output_embeddings().weight.data_ptr() == pruned.get_input_embeddings().weight.data_ptr()
 
 
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_width_prune_of_channels_that_carry_zeros_is_exact(model_type, tied):
+    """Hidden channels no tensor writes into are removed without changing the logits, tied or not.
+
+    This is what width pruning can keep exactly (quiet channels are its approximation). It covers
+    Gemma's embedding scale sqrt(hidden): the kept embedding columns are scaled to keep the input,
+    and a tied lm_head's share of that scale is taken back by the final norm.
+    """
+    from edgekit.arch.base import HIDDEN
+
+    model = tiny_model(arch=model_type, tie_word_embeddings=tied, **SMALL)
+    family = family_of(model.config)
+    gone = torch.arange(0, 64, 4)  # every 4th channel
+    with torch.no_grad():
+        family.embed(model).weight[:, gone] = 0  # (the tied lm_head's columns too)
+        for layer in family.layers(model):
+            for name, (param, _rows, axes) in family.logical_tensors(layer, model.config).items():
+                if axes[0] == HIDDEN and name.split(".")[0] in ("o", "down"):  # writes into the residual
+                    param[gone] = 0
+    keep = keep_everything(model)
+    keep.hidden = torch.tensor([i for i in range(64) if i % 4])
+    pruned = apply_keep(model, keep)
+    assert (_logits(pruned) - _logits(model)).abs().max() <= 1e-5
+    assert pruned.config.hidden_size == 48 and pruned.config.tie_word_embeddings == tied
+
+
 PLANS = {
     "heads": PrunePlan(heads=0.5, hidden=0.5, round_to=1),  # hidden too: some loaders need heads×hd = hidden
     "query_heads": PrunePlan(query_heads=0.5, round_to=1),

@@ -17,7 +17,8 @@ fp32 ONNX protobuf (``ir.to_proto``) for ONNX Runtime's MatMulNBits quantizer wh
 the torch model, about 5.8x the bf16 checkpoint at 1 B. Preflight should use ``builder_peak_bytes``.
 
 Families the builder cannot export correctly are named by ``unsupported_reason`` so that preflight
-refuses them before any training.
+refuses them before any training. The builder runs through ``onnx_builder_child.py``, which gives
+its Gemma 3 exporter the flat RoPE config it reads (transformers 5 nests it per attention type).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from edgekit.errors import BackendUnavailable, ConfigError, InputError, Problem,
 from edgekit.fileio import atomic_path
 
 GENAI_CONFIG = "genai_config.json"
-BUILDER_MODULE = "onnxruntime_genai.models.builder"
+BUILDER_CHILD = Path(__file__).with_name("onnx_builder_child.py")  # the builder, Gemma 3's config made flat
 
 # Precisions the builder writes ("-p"): edgekit level -> builder precision.
 LEVELS = {
@@ -142,18 +143,28 @@ def _get(config: Any, key: str, default: Any = None) -> Any:
 
 
 def _lm_head_lookalike(config: Any) -> str | None:
-    """The builder finds the LM head as 'the Linear with vocab_size outputs'; another such Linear breaks it."""
+    """The builder finds the LM head as 'the Linear with vocab_size outputs'; another such Linear breaks it.
+
+    Fused projections count with their whole width: a Phi-3 with 4 query and 2 KV heads of 64 has a
+    512-row ``qkv_proj``, which with a 512-token vocabulary became the LM head (measured: mean KL
+    1.29, top-1 0 %; the same model with 1 KV head exports exactly).
+    """
     vocab = _get(config, "vocab_size")
     hidden, heads = _get(config, "hidden_size"), _get(config, "num_attention_heads")
     if not (vocab and hidden and heads):
         return None
     head_dim = _get(config, "head_dim") or hidden // heads
-    widths = {
-        "hidden_size": hidden,
-        "intermediate_size": _get(config, "intermediate_size"),
-        "q_proj rows": heads * head_dim,
-        "k/v_proj rows": (_get(config, "num_key_value_heads") or heads) * head_dim,
-    }
+    q, kv, ffn = (
+        heads * head_dim,
+        (_get(config, "num_key_value_heads") or heads) * head_dim,
+        _get(config, "intermediate_size"),
+    )
+    widths = {"hidden_size": hidden, "intermediate_size": ffn, "q_proj rows": q, "k/v_proj rows": kv}
+    family = _family(config)
+    if family is not None and family.fused_qkv:
+        widths["qkv_proj rows (q + 2 × kv)"] = q + 2 * kv
+    if family is not None and family.fused_gate_up and ffn:
+        widths["gate_up_proj rows (2 × intermediate_size)"] = 2 * ffn
     same = [name for name, width in widths.items() if width == vocab]
     if same:
         return (
@@ -163,25 +174,34 @@ def _lm_head_lookalike(config: Any) -> str | None:
     return None
 
 
+def _family(config: Any):
+    from edgekit.arch import REGISTRY
+
+    return REGISTRY.get(_get(config, "model_type"))
+
+
+def _nope_layers(config: Any) -> list[int]:
+    """SmolLM3 layers without RoPE (``no_rope_layers[i] == 0``)."""
+    return [i for i, flag in enumerate(_get(config, "no_rope_layers") or []) if not flag]
+
+
 def unsupported_reason(config: Any) -> str | None:
     """Why onnxruntime-genai's builder cannot export this HF config (a config object or dict), else None.
 
     Cheap (no weights, no builder import): preflight and the architecture registry call it before
-    any training. Reasons were found by exporting random-weight copies of published configs.
+    any training. Each reason was found by forcing the builder on a random-weight tiny model of the
+    family (``tests/test_onnx_families.py`` keeps checking that it still fails).
     """
     archs = _get(config, "architectures") or []
     arch = archs[0] if archs else None
     if arch not in BUILDER_ARCHITECTURES:
         return f"onnxruntime-genai's model builder has no exporter for {arch or _get(config, 'model_type')!r}"
-    if arch.startswith("Gemma3"):
-        # transformers 5 nests Gemma 3's rope parameters per attention type; the builder reads them flat
-        return "Gemma 3: onnxruntime-genai 0.18's builder stops with KeyError 'rope_type' on transformers 5 configs"
-    heads, kv_heads = _get(config, "num_attention_heads"), _get(config, "num_key_value_heads")
-    if arch == "Phi3ForCausalLM" and kv_heads and heads and kv_heads != heads:
-        # measured: a random tiny Phi-3 with 4 query / 2 KV heads exports with mean KL 6e-2 vs PyTorch
+    if arch == "SmolLM3ForCausalLM" and _nope_layers(config):
+        # its SmolLM3 exporter turns RoPE from fused-in-attention to a separate op for NoPE layers
+        # instead of off, and the separate op's position_ids input was already removed
         return (
-            "Phi-3 with grouped-query attention (num_key_value_heads != num_attention_heads): "
-            "onnxruntime-genai 0.18's builder writes a graph that disagrees with PyTorch"
+            f"SmolLM3 with NoPE layers {_nope_layers(config)}: onnxruntime-genai 0.18's builder stops with "
+            "KeyError 'position_ids' (it would apply RoPE there instead of none)"
         )
     return _lm_head_lookalike(config)
 
@@ -225,7 +245,7 @@ def _source_config(model_dir: Path) -> Any:
 
 def _run_builder(model_dir: Path, out: Path, cache: Path, level: str, options: BuilderOptions, log: Path) -> None:
     """One builder run into ``out``; its output goes to ``log``, its last line into the error."""
-    command = [sys.executable, "-m", BUILDER_MODULE, "-i", str(model_dir), "-o", str(out)]
+    command = [sys.executable, str(BUILDER_CHILD), "-i", str(model_dir), "-o", str(out)]
     command += ["-p", LEVELS[level], "-e", PROVIDERS[options.provider], "-c", str(cache)]
     command += ["--extra_options", *options.extra_options(level)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}

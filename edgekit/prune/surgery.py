@@ -132,6 +132,22 @@ def _copy_layer(family, src, dst, config, new_config, index: dict[str, torch.Ten
         _view(dst_param, dst_rows).copy_(data)
 
 
+def _rescale_qk(family, layer, config, hidden_scale: float, scales) -> None:
+    """Undo the eps change for q/k norms: HF has one ``rms_norm_eps``, scaled by d_old / d_new for the
+    hidden-width norms, but q/k norms average over head_dim or the projection rows. RMSNorm ignores
+    its input's scale except through eps, so q and k scaled by alpha see eps' / alpha^2: alpha^2 =
+    (d_old / d_new) × (kept / old norm width) restores eps exactly (measured on OLMo 2: logits moved
+    6e-3 by a width prune of zero channels without this, 2e-6 with it)."""
+    for name, kind in (("q", Q), ("k", KV)):
+        alpha = hidden_scale / (scales[kind] if family.qk_norm == "full" else 1.0)
+        if alpha == 1.0:
+            continue
+        weight, rows, bias = family.projection(layer, name, config)
+        _view(weight, rows).mul_(alpha)
+        if bias is not None:
+            _view(bias, rows).mul_(alpha)
+
+
 def _assert_all_written(new) -> None:
     """Every parameter of the new model was filled with NaN first; any NaN left was never written."""
     missing = [name for name, p in new.named_parameters() if any(c.isnan().any() for c in p.split(4096))]
@@ -223,6 +239,8 @@ def apply_keep(model, keep: Keep, *, dtype: torch.dtype | None = None, release_s
         }
         _materialize(new_layers[j], made)
         _copy_layer(family, old_layers[i], new_layers[j], config, new_config, index, scales)
+        if family.qk_norm != "none":
+            _rescale_qk(family, new_layers[j], new_config, hidden_scale, scales)
         release(old_layers[i])
     _materialize(new, made)  # everything outside the layers
     _copy_ends(family, model, new, config, new_config, h, hidden_scale)
@@ -242,19 +260,25 @@ def _releaser(enabled: bool):
 
 
 def _copy_ends(family, model, new, config, new_config, h: torch.Tensor, hidden_scale: float) -> None:
-    """Embeddings, LM head and final norm: kept hidden columns, rescaled in fp32 where a scale applies."""
+    """Embeddings, LM head and final norm: kept hidden columns, rescaled in fp32 where a scale applies.
+
+    Inputs keep their scale: Gemma multiplies embeddings by sqrt(hidden), so the kept columns grow by
+    c = sqrt(h / h'). A tied LM head shares that table and would grow by c too; the final norm's gain
+    takes c back (for Gemma it cancels the width correction: the gain stays 1 + w).
+    """
     weight = family.embed(model).weight
     embed = weight if len(h) == weight.shape[1] else weight.index_select(1, h)  # no copy when width is kept
-    if not config.tie_word_embeddings:  # keep the input scale (Gemma: sqrt(hidden)) where the table is free
-        ratio = family.embedding_scale(config) / family.embedding_scale(new_config)
-        if ratio != 1.0:
-            embed = embed.float() * ratio
+    c = family.embedding_scale(config) / family.embedding_scale(new_config)
+    if c != 1.0:
+        embed = embed.float() * c
+    if not config.tie_word_embeddings:
         head = family.lm_head(model).weight
         family.lm_head(new).weight.copy_(head if len(h) == head.shape[1] else head.index_select(1, h))
     family.embed(new).weight.copy_(embed)
     del embed, weight
+    final_gain = hidden_scale / c if config.tie_word_embeddings else hidden_scale
     norm = family.final_norm(model).weight[h].float()
-    family.final_norm(new).weight.copy_(_norm(norm, hidden_scale, family.norm_offset))
+    family.final_norm(new).weight.copy_(_norm(norm, final_gain, family.norm_offset))
 
 
 def keep_everything(model) -> Keep:
