@@ -128,8 +128,9 @@ def _model(s: Sizes) -> Term:
 
 
 def _layer_fp32(s: Sizes) -> Term:
-    """edgekit.lowmem upcasts one unit at a time: a decoder layer, or the embedding / output head."""
-    return Term("largest unit (layer or embedding) in fp32", max(s.layer, s.largest) * CONST["fp32"])
+    """edgekit.lowmem upcasts one unit at a time: a decoder layer, or a block of the output head's rows
+    (``lowmem.CHUNK_ELEMENTS``; the embedding upcasts only the rows it looks up)."""
+    return Term("one layer (or head block) in fp32", max(s.layer, CONST["chunk_elements"]) * CONST["fp32"])
 
 
 def _activations(s: Sizes, tokens: int) -> Term:
@@ -359,15 +360,15 @@ def gguf_export(
     context: int = 4096,
 ) -> ExportEstimates:
     """The phases ``edgekit export --format gguf`` runs for ``levels``, in order (``verify_tokens=None``:
-    no verification). The model is resident (bf16) from the start while the imatrix or the probe
-    needs it, and released before llama.cpp's quantizer runs."""
+    no verification). The model is resident (bf16) while the imatrix or the probe needs it, and
+    released before the streamed write (no probe) or before llama.cpp's quantizer (probe)."""
     from edgekit.export.gguf import DIRECT_LEVELS, IMATRIX_LEVELS
 
     quantized = [q for q in levels if q not in DIRECT_LEVELS]
     method = probes(config, allocate) if quantized else None
     needs_imatrix = imatrix_used and any(q in IMATRIX_LEVELS for q in levels)
     phases = [imatrix(config)] if needs_imatrix else []
-    write = gguf_write(config, resident=needs_imatrix or method is not None)
+    write = gguf_write(config, resident=method is not None)  # released after the imatrix unless the probe runs
     if method:  # the probe reads an F32 base
         base = Term("base file (temporary)", Sizes.of(config).params * CONST["probe_base_file"])
         write = replace(write, disk=(base,))
