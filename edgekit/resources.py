@@ -48,6 +48,7 @@ CONST = {
     "adamw_bytes": 16,  # per student weight in training: fp32 weight, gradient, two AdamW moments
     "logit_copies": 4,  # [batch, seq, vocab] float32 tensors alive in a distillation step (t, s, softmax, grad)
     "saved_widths": 12,  # [tokens, hidden] float32 values a layer saves for backward (attn + MLP inputs)
+    "runtime_child_base": int(0.1 * GiB),  # RSS of the runtime child: Python, numpy, llama_cpp, no torch (measured)
     "onnx_builder": int(0.75 * GiB),  # onnx, onnxruntime and the GenAI builder imported (measured on the demo)
     "runtime_compute": 64 * 2**20,  # llama.cpp context, graph and scratch buffers (edgekit.plan)
 }
@@ -232,7 +233,7 @@ def verify(config: Any, level: str, tokens: int, context: int) -> Estimate:
         (
             _base(),
             _logits(tokens, s, "reference + artifact logits mapped", 2 * CONST["fp32"]),
-            Term("runtime child: Python", CONST["python_base"]),
+            Term("runtime child: Python", CONST["runtime_child_base"]),
             Term(f"runtime child: {level} file mapped", file_bytes(config, level)),
             Term("runtime child: KV cache", arch_shapes.kv_cache_bytes(family, config, context)),
             Term("runtime child: buffers", CONST["runtime_compute"] + _logits(CONST["seq"], s).bytes),
@@ -318,7 +319,7 @@ def bench(config: Any, level: str, context: int) -> Estimate:
         f"bench {level}",
         (
             _base(),
-            Term("runtime child: Python", CONST["python_base"]),
+            Term("runtime child: Python", CONST["runtime_child_base"]),
             Term(f"{level} file mapped", file_bytes(config, level)),
             Term("KV cache", arch_shapes.kv_cache_bytes(family, config, context)),
             Term("runtime buffers", CONST["runtime_compute"] + _logits(CONST["seq"], s).bytes),
