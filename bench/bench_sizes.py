@@ -118,7 +118,12 @@ STAGES = [
     Stage(
         "llama.cpp quantize Q4_K_M",
         lambda m, w, lc: _quantize_cmd(w),
-        lambda c: resources.gguf_quantize(c, "Q4_K_M").memory_bytes,
+        # the quantizer alone: a Python with numpy and llama_cpp only (the runtime child's size), not the CLI's
+        lambda c: (
+            resources.gguf_quantize(c, "Q4_K_M").memory_bytes
+            - resources.CONST["python_base"]
+            + resources.CONST["runtime_child_base"]
+        ),
         "llama.cpp's quantizer on its BF16 file (no imatrix)",
     ),
     Stage(
