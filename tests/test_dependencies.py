@@ -29,7 +29,12 @@ OPTIONAL_IMPORTS: dict[str, tuple[str, frozenset[str]]] = {
 }
 # Import name -> distribution, for declared packages whose import name differs and that may not be
 # installed where this runs (the map above only knows installed ones).
-PROVIDERS = {"llama_cpp": "llama-cpp-python"}
+PROVIDERS = {
+    "llama_cpp": "llama-cpp-python",
+    # onnxruntime-genai's model builder imports its exporters as a top-level ``builders`` package from
+    # its own folder; edgekit/export/onnx_builder_child.py patches one of them the same way
+    "builders": "onnxruntime-genai",
+}
 
 
 def _normalize(name: str) -> str:
