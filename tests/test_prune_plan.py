@@ -177,8 +177,8 @@ def test_distill_recovery_uses_a_fresh_seed_each_round(monkeypatch):
         return Result(student)
 
     monkeypatch.setattr(edgekit.distill, "distill", fake_distill)
-    recover = distill_recovery(object(), _calib(8, 16), steps=30, seed=5)
     model = tiny_model(num_layers=1)
+    recover = distill_recovery(tiny_model(num_layers=1), _calib(8, 16), steps=30, seed=5)
     assert recover(recover(model)) is model
     assert seen == [(5, 30, 3), (6, 30, 3)]
 

@@ -146,11 +146,15 @@ def _check_resources(model, fmt, quant, profile, imatrix, allocate, bpw, verify,
     from dataclasses import replace
 
     from edgekit import resources
+    from edgekit.errors import InputError
+    from edgekit.formats import LEVELS
     from edgekit.models import load_config
     from edgekit.pipeline.preflight_resources import check, this_machine
 
     config = load_config(model)
     levels = _levels(fmt, quant, profile, _bits_per_weight(bpw) if bpw else [])
+    if unknown := [q for q in levels if q not in LEVELS]:  # the same one-line refusal the export gives
+        raise InputError(model, f"unknown {fmt.upper()} level(s) {', '.join(unknown)}; known: {', '.join(LEVELS)}")
     tokens = (profile.verify.heldout_tokens if profile else 1024) if verify else None
     if fmt == "gguf":
         no_imatrix = imatrix == "none" or (profile and not profile.export.imatrix)

@@ -82,7 +82,7 @@ class Decision:
 
 
 def _gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB"
+    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / 2**20:.0f} MiB"
 
 
 def check(
