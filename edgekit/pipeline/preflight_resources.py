@@ -82,7 +82,7 @@ class Decision:
 
 
 def _gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / 2**20:.0f} MiB"
+    return f"{n / GiB:.1f} GiB" if n >= GiB // 10 else f"{n / 2**20:.0f} MiB"  # no "0.0 GiB"
 
 
 def check(
