@@ -72,7 +72,7 @@ def run_distill(
     progress: bool,
 ) -> dict[str, Any]:
     """Derive a student from the teacher and distill into it; saves ``out/model``."""
-    from edgekit.distill import derive_student, distill
+    from edgekit.distill import derive_student
     from edgekit.distill.teacher import load_teacher, teacher_compute
     from edgekit.models import count_parameters, load_tokenizer, save_model
 
@@ -86,17 +86,7 @@ def run_distill(
         teacher, num_layers=section.student_layers, hidden_size=section.student_hidden, init=section.init, seed=seed
     )
     config = _distill_config(section.steps, section.lr, section, seed, data)
-    with teacher_compute(teacher):
-        result = distill(
-            teacher,
-            student,
-            corpus.train,
-            config,
-            heldout_ids=corpus.heldout,
-            workdir=scratch,
-            resume=resume,
-            progress=progress,
-        )
+    result = _distill_from(teacher, student, corpus, config, scratch, resume, progress)
     save_model(result.student, tokenizer, out / MODEL_DIR)
     return {
         "parameters": count_parameters(result.student),
@@ -157,25 +147,14 @@ def run_recover(
     progress: bool,
 ) -> dict[str, Any]:
     """Distill the teacher into the pruned model to win back what pruning cost; saves ``out/model``."""
-    from edgekit.distill import distill
-    from edgekit.distill.teacher import load_teacher, teacher_compute
+    from edgekit.distill.teacher import load_teacher
     from edgekit.models import count_parameters, load_model, load_tokenizer, save_model
 
     teacher, tokenizer = load_teacher(teacher_path), load_tokenizer(teacher_path)  # as in run_distill
     student = load_model(model_path)
     corpus = load_corpus(tokenizer, data)
     config = _distill_config(section.steps, section.lr, distill_section, seed, data)
-    with teacher_compute(teacher):
-        result = distill(
-            teacher,
-            student,
-            corpus.train,
-            config,
-            heldout_ids=corpus.heldout,
-            workdir=scratch,
-            resume=resume,
-            progress=progress,
-        )
+    result = _distill_from(teacher, student, corpus, config, scratch, resume, progress)
     save_model(result.student, tokenizer, out / MODEL_DIR)
     return {"parameters": count_parameters(result.student), "heldout": result.final}
 
@@ -312,3 +291,21 @@ def run_bench(
     write_json_atomic(out / "results.json", results)  # again: with bundle paths and the recommendation
     md, html = write_report(results, out)
     return {"recommendation": results["recommendation"], "report_md": md.name, "report_html": html.name}
+
+
+def _distill_from(teacher, student, corpus, config, scratch, resume, progress):
+    """One distillation run with the teacher computing in fp32 (``teacher_compute``): distill and recover."""
+    from edgekit.distill import distill
+    from edgekit.distill.teacher import teacher_compute
+
+    with teacher_compute(teacher):
+        return distill(
+            teacher,
+            student,
+            corpus.train,
+            config,
+            heldout_ids=corpus.heldout,
+            workdir=scratch,
+            resume=resume,
+            progress=progress,
+        )
